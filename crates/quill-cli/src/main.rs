@@ -1,0 +1,75 @@
+//! `quill`: the command-line front end. Parses and validates flags into the library's typed
+//! parameters, then prints what the engine reports. No numerics live here.
+
+mod generate_cmd;
+mod info_cmd;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "quill",
+    version,
+    about = "Fast, correct text generation for GPT-style models",
+    long_about = "Fast, correct text generation for GPT-style models.\n\nWith no --model, quill \
+                  uses its embedded default: a small character-level GPT trained on tiny \
+                  Shakespeare."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the model comes from (shared by every subcommand).
+#[derive(clap::Args, Debug, Clone)]
+struct ModelArgs {
+    /// Model file or folder: Hugging Face folder, model.safetensors, pytorch_model.bin, nanoGPT
+    /// ckpt.pt or out_dir, Mini-LLM ckpt.pt. The format is detected from the contents. Absent:
+    /// the embedded default model.
+    #[arg(long, short = 'm', value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// Tokenizer to use instead of the one found with the model (tokenizer.json, vocab.json with
+    /// merges.txt beside it, or a nanoGPT meta.pkl).
+    #[arg(long, value_name = "PATH")]
+    tokenizer: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streamed to stdout as it is produced.
+    Generate(generate_cmd::Args),
+    /// Describe a model: format, architecture, parameters, dtype, tokenizer.
+    Info(info_cmd::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => generate_cmd::run(a),
+        Command::Info(a) => info_cmd::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if output::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+impl ModelArgs {
+    fn load(&self) -> anyhow::Result<quill::LoadedModel> {
+        let source = match &self.model {
+            Some(p) => quill::ModelSource::Path(p.clone()),
+            None => quill::ModelSource::Embedded,
+        };
+        let opts = quill::load::LoadOptions {
+            tokenizer: self.tokenizer.clone(),
+        };
+        Ok(quill::load(&source, &opts)?)
+    }
+}

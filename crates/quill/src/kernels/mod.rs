@@ -1,0 +1,248 @@
+//! The few numeric kernels the forward pass is built from: matrix products, attention over the KV
+//! cache, norms and activations. The forward pass calls only these, so faster implementations
+//! (SIMD, threads, quantized weights) replace them here without touching the model.
+//!
+//! Conventions: activations are row-major `[rows, cols]` slices of f32; weight matrices are
+//! `[out, in]` (nn.Linear orientation) so that every output is one contiguous dot product.
+
+mod weights;
+
+pub use weights::{Matrix, WeightData};
+
+/// `out[t, o] = Σ_i x[t, i] · w[o, i] (+ bias[o])` for `t` in `0..rows`.
+/// x: [rows, w.cols], out: [rows, w.rows].
+pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
+    let (n_out, n_in) = (w.rows, w.cols);
+    debug_assert_eq!(x.len() % n_in, 0);
+    let rows = x.len() / n_in;
+    debug_assert_eq!(out.len(), rows * n_out);
+    let wd = w.as_slice();
+    for (xr, or) in x.chunks_exact(n_in).zip(out.chunks_exact_mut(n_out)) {
+        for (o, (dst, wr)) in or.iter_mut().zip(wd.chunks_exact(n_in)).enumerate() {
+            let b = bias.map_or(0.0, |b| b[o]);
+            *dst = dot(xr, wr) + b;
+        }
+    }
+}
+
+/// Dot product with eight independent accumulators (vectorises well; fixed summation order, so
+/// results do not depend on threading or batching).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0.0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] = x[k].mul_add(y[k], acc[k]);
+        }
+    }
+    let mut tail = 0.0f32;
+    for (x, y) in ra.iter().zip(rb) {
+        tail = x.mul_add(*y, tail);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+/// LayerNorm over each row of `x` in place. x: [rows, weight.len()].
+pub fn layer_norm(x: &mut [f32], weight: &[f32], bias: Option<&[f32]>, eps: f32) {
+    let n = weight.len();
+    for row in x.chunks_exact_mut(n) {
+        // Accumulate in f64: LayerNorm inputs grow large in deep residual streams.
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+        let var = row
+            .iter()
+            .map(|&v| {
+                let d = v as f64 - mean;
+                d * d
+            })
+            .sum::<f64>()
+            / n as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for (i, v) in row.iter_mut().enumerate() {
+            let y = ((*v as f64 - mean) * inv) as f32 * weight[i];
+            *v = match bias {
+                Some(b) => y + b[i],
+                None => y,
+            };
+        }
+    }
+}
+
+/// RMSNorm over each row of `x` in place. x: [rows, weight.len()].
+pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
+    let n = weight.len();
+    for row in x.chunks_exact_mut(n) {
+        let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / n as f64;
+        let inv = (1.0 / (ms + eps as f64).sqrt()) as f32;
+        for (v, w) in row.iter_mut().zip(weight) {
+            *v = (*v * inv) * w;
+        }
+    }
+}
+
+/// Exact GELU: `x · ½(1 + erf(x/√2))`.
+pub fn gelu_exact(x: &mut [f32]) {
+    for v in x {
+        let xf = *v as f64;
+        *v = (0.5 * xf * (1.0 + libm::erf(xf * std::f64::consts::FRAC_1_SQRT_2))) as f32;
+    }
+}
+
+/// Tanh-approximated GELU: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
+pub fn gelu_tanh(x: &mut [f32]) {
+    const C: f32 = 0.797_884_6; // sqrt(2/pi)
+    for v in x {
+        let u = *v;
+        *v = 0.5 * u * (1.0 + (C * (u + 0.044715 * u * u * u)).tanh());
+    }
+}
+
+/// ReLU in place.
+pub fn relu(x: &mut [f32]) {
+    for v in x {
+        *v = v.max(0.0);
+    }
+}
+
+/// SwiGLU: given `gate_up` rows laid out as [gate (d_ff) | up (d_ff)], writes
+/// `silu(gate) * up` into `out` rows of width d_ff.
+pub fn swiglu(gate_up: &[f32], d_ff: usize, out: &mut [f32]) {
+    for (gu, o) in gate_up
+        .chunks_exact(2 * d_ff)
+        .zip(out.chunks_exact_mut(d_ff))
+    {
+        let (g, u) = gu.split_at(d_ff);
+        for i in 0..d_ff {
+            let s = g[i] / (1.0 + (-g[i]).exp());
+            o[i] = s * u[i];
+        }
+    }
+}
+
+/// `x += y` elementwise.
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// Numerically stable softmax in place.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return;
+    }
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Precomputed RoPE rotation table: cos/sin for each position and pair, [positions, head_dim/2].
+#[derive(Debug, Clone)]
+pub struct RopeTable {
+    half: usize,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl RopeTable {
+    pub fn new(head_dim: usize, positions: usize, theta: f32) -> Self {
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        for p in 0..positions {
+            for i in 0..half {
+                // Computed in f64 like the reference, then rounded once.
+                let freq = (theta as f64).powf(-(2.0 * i as f64) / head_dim as f64);
+                let angle = p as f64 * freq;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        RopeTable { half, cos, sin }
+    }
+
+    pub fn positions(&self) -> usize {
+        self.cos.len() / self.half.max(1)
+    }
+
+    /// Rotates one head vector `x` [head_dim] at position `pos`.
+    pub fn apply(&self, x: &mut [f32], pos: usize, style: crate::config::RopeStyle) {
+        let h = self.half;
+        let (c, s) = (
+            &self.cos[pos * h..(pos + 1) * h],
+            &self.sin[pos * h..(pos + 1) * h],
+        );
+        match style {
+            crate::config::RopeStyle::Interleaved => {
+                for i in 0..h {
+                    let (a, b) = (x[2 * i], x[2 * i + 1]);
+                    x[2 * i] = a * c[i] - b * s[i];
+                    x[2 * i + 1] = a * s[i] + b * c[i];
+                }
+            }
+            crate::config::RopeStyle::HalfSplit => {
+                for i in 0..h {
+                    let (a, b) = (x[i], x[i + h]);
+                    x[i] = a * c[i] - b * s[i];
+                    x[i + h] = a * s[i] + b * c[i];
+                }
+            }
+        }
+    }
+}
+
+/// Causal attention of `n_new` query rows against a KV cache that already holds their keys and
+/// values. The query row `t` sits at position `start + t` and sees positions `0..=start + t`.
+///
+/// q: [n_new, n_head, hd]; keys/values: [positions, n_kv_head, hd] (at least `start + n_new`
+/// rows); out: [n_new, n_head, hd]; scores: scratch of at least `start + n_new`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    start: usize,
+    n_head: usize,
+    n_kv_head: usize,
+    hd: usize,
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let group = n_head / n_kv_head;
+    let kv_stride = n_kv_head * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let n_new = q.len() / (n_head * hd);
+    for t in 0..n_new {
+        let len = start + t + 1;
+        for h in 0..n_head {
+            let g = h / group;
+            let qh = &q[(t * n_head + h) * hd..][..hd];
+            let sc = &mut scores[..len];
+            for (p, s) in sc.iter_mut().enumerate() {
+                *s = dot(qh, &keys[p * kv_stride + g * hd..][..hd]) * scale;
+            }
+            softmax(sc);
+            let oh = &mut out[(t * n_head + h) * hd..][..hd];
+            oh.fill(0.0);
+            for (p, &w) in sc.iter().enumerate() {
+                let vh = &values[p * kv_stride + g * hd..][..hd];
+                for (o, v) in oh.iter_mut().zip(vh) {
+                    *o = w.mul_add(*v, *o);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,82 @@
+//! Weight matrices as the kernels see them. A matrix is either an owned f32 buffer or, when a
+//! checkpoint already stores contiguous little-endian f32 at an aligned offset, a view straight
+//! into the memory-mapped file (no copy).
+
+use crate::tensor::Bytes;
+
+/// The storage behind a [`Matrix`].
+#[derive(Debug, Clone)]
+pub enum WeightData {
+    Owned(Vec<f32>),
+    /// `len` f32 values at byte `offset` of `bytes`; the offset is 4-byte aligned.
+    Mapped {
+        bytes: Bytes,
+        offset: usize,
+        len: usize,
+    },
+}
+
+impl WeightData {
+    /// Borrows `len` f32 values from `bytes` at `offset` if they are aligned and in bounds and the
+    /// machine is little-endian; otherwise `None` (the caller converts instead).
+    pub fn try_map(bytes: &Bytes, offset: usize, len: usize) -> Option<WeightData> {
+        let data = bytes.as_slice();
+        let end = offset.checked_add(len.checked_mul(4)?)?;
+        if cfg!(target_endian = "big") || end > data.len() {
+            return None;
+        }
+        let ptr = data[offset..].as_ptr();
+        if (ptr as usize) % std::mem::align_of::<f32>() != 0 {
+            return None;
+        }
+        Some(WeightData::Mapped {
+            bytes: bytes.clone(),
+            offset,
+            len,
+        })
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        match self {
+            WeightData::Owned(v) => v,
+            WeightData::Mapped { bytes, offset, len } => {
+                let data = &bytes.as_slice()[*offset..*offset + *len * 4];
+                // SAFETY: `try_map` checked alignment and bounds; every bit pattern is a valid
+                // f32; the bytes are immutable and kept alive by the reference-counted `bytes`.
+                unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<f32>(), *len) }
+            }
+        }
+    }
+
+    pub fn is_mapped(&self) -> bool {
+        matches!(self, WeightData::Mapped { .. })
+    }
+}
+
+/// A weight matrix `[rows, cols]` = `[out, in]`, row-major.
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: WeightData,
+}
+
+impl Matrix {
+    pub fn from_vec(rows: usize, cols: usize, data: Vec<f32>) -> Self {
+        debug_assert_eq!(data.len(), rows * cols);
+        Matrix {
+            rows,
+            cols,
+            data: WeightData::Owned(data),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        self.data.as_slice()
+    }
+
+    /// Row `r` as a slice of `cols` values.
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.as_slice()[r * self.cols..(r + 1) * self.cols]
+    }
+}

@@ -1,0 +1,269 @@
+//! From a path to a ready model: sniff the format by content, read the architecture, map the
+//! tensors into quill's layout, and find the tokenizer that belongs with the checkpoint.
+//!
+//! Supported:
+//! - a Hugging Face folder: `config.json` + `model.safetensors` | `model.safetensors.index.json`
+//!   (sharded) | `pytorch_model.bin`, for `model_type` `gpt2` and `llama`; or one of those weight
+//!   files directly, with `config.json` beside it;
+//! - a nanoGPT `ckpt.pt` (or its `out_dir`), with `data/<dataset>/meta.pkl` when present;
+//! - a Mini-LLM `ckpt.pt` (Llama style, `model_args` a pickled dataclass);
+//! - the embedded default model (a character-level GPT trained on tiny Shakespeare).
+
+mod embedded;
+mod hf;
+mod nanogpt;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+use crate::formats::sniff::{sniff_file, FileKind};
+use crate::model::{weights, Layout, Model};
+use crate::tensor::TensorStore;
+use crate::tokenizer::Tokenizer;
+
+/// Where to load a model from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSource {
+    /// The model compiled into quill.
+    Embedded,
+    /// A file or folder in any supported format.
+    Path(PathBuf),
+}
+
+/// Options that override what the checkpoint implies.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Use this tokenizer (`tokenizer.json`, `vocab.json` with `merges.txt` beside it, or a
+    /// nanoGPT `meta.pkl`) instead of the one found next to the checkpoint.
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// A description of what was loaded, for `quill info` and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// The format, e.g. "nanoGPT ckpt.pt" or "Hugging Face safetensors".
+    pub format: String,
+    /// The file or folder read.
+    pub path: String,
+    /// How the weights are stored in the file.
+    pub stored_dtype: String,
+    pub parameters: usize,
+    /// How the tokenizer was found.
+    pub tokenizer: String,
+    /// Whether weight matrices are read straight from a memory-mapped file.
+    pub memory_mapped: bool,
+}
+
+/// A model with its tokenizer, ready to generate.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub model: Model,
+    /// `None` when no tokenizer belongs with the checkpoint (ids can still be run).
+    pub tokenizer: Option<Tokenizer>,
+    pub info: ModelInfo,
+}
+
+/// A checkpoint read from disk but not yet turned into a [`Model`].
+pub(crate) struct Parsed {
+    pub store: TensorStore,
+    pub config: ModelConfig,
+    pub layout: Layout,
+    pub format: String,
+    pub tokenizer: Option<(Tokenizer, String)>,
+}
+
+/// Loads a model from `source`.
+pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<LoadedModel> {
+    let (parsed, path) = match source {
+        ModelSource::Embedded => (embedded::parse()?, "(embedded)".to_string()),
+        ModelSource::Path(p) => (parse_path(p)?, p.display().to_string()),
+    };
+    finish(parsed, path, opts)
+}
+
+fn finish(parsed: Parsed, path: String, opts: &LoadOptions) -> Result<LoadedModel> {
+    let Parsed {
+        store,
+        config,
+        layout,
+        format,
+        tokenizer,
+    } = parsed;
+    let stored_dtype = dominant_dtype(&store);
+    let weights = weights::build(&store, &config, layout)?;
+    let memory_mapped = weights.any_mapped();
+    let parameters = weights.param_count();
+    let model = Model::new(config, weights)?;
+    let tokenizer = match &opts.tokenizer {
+        Some(p) => Some((tokenizer_from_file(p)?, format!("{} (given)", p.display()))),
+        None => tokenizer,
+    };
+    if let Some((tok, _)) = &tokenizer {
+        let (tv, mv) = (tok.vocab_size(), model.config().vocab_size);
+        if tv > mv {
+            return Err(Error::Config {
+                field: "tokenizer".into(),
+                detail: format!(
+                    "the tokenizer has {tv} tokens but the model's embedding has only {mv} rows \
+                     ({path}): they do not belong together"
+                ),
+            });
+        }
+    }
+    let tok_desc = tokenizer
+        .as_ref()
+        .map_or("none found".to_string(), |(t, how)| {
+            format!("{} from {how}", t.describe())
+        });
+    Ok(LoadedModel {
+        model,
+        tokenizer: tokenizer.map(|t| t.0),
+        info: ModelInfo {
+            format,
+            path,
+            stored_dtype,
+            parameters,
+            tokenizer: tok_desc,
+            memory_mapped,
+        },
+    })
+}
+
+/// Reads any supported file or folder.
+fn parse_path(path: &Path) -> Result<Parsed> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        if path.join("config.json").is_file() {
+            return hf::parse_folder(path);
+        }
+        let ckpt = path.join("ckpt.pt");
+        if ckpt.is_file() {
+            return nanogpt::parse(&ckpt);
+        }
+        return Err(Error::UnknownFormat {
+            path: path.into(),
+            detail: "a folder with neither config.json (Hugging Face) nor ckpt.pt (nanoGPT)".into(),
+        });
+    }
+    match sniff_file(path)? {
+        FileKind::Safetensors => hf::parse_weights_file(path),
+        FileKind::TorchZip => nanogpt::parse_torch(path),
+        FileKind::Pickle => Err(Error::UnknownFormat {
+            path: path.into(),
+            detail: "a plain pickle (like nanoGPT's meta.pkl), not model weights".into(),
+        }),
+        FileKind::Gguf => Err(Error::Unsupported {
+            path: path.into(),
+            detail: "GGUF files are not supported yet".into(),
+        }),
+        FileKind::LlmcModel => Err(Error::Unsupported {
+            path: path.into(),
+            detail: "llm.c model files are not supported yet".into(),
+        }),
+        FileKind::Unknown => Err(Error::UnknownFormat {
+            path: path.into(),
+            detail: "not safetensors, a PyTorch zip checkpoint, GGUF or llm.c (checked the \
+                     first bytes)"
+                .into(),
+        }),
+    }
+}
+
+/// A tokenizer from an explicit file: `tokenizer.json`, `vocab.json` (with `merges.txt` beside
+/// it) or a nanoGPT `meta.pkl`, told apart by content.
+pub fn tokenizer_from_file(path: &Path) -> Result<Tokenizer> {
+    std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if sniff_file(path)? == FileKind::Pickle {
+        return nanogpt::char_tokenizer(path);
+    }
+    let merges = path.with_file_name("merges.txt");
+    let looks_like_vocab = path.file_name().is_some_and(|n| n == "vocab.json");
+    if looks_like_vocab && merges.is_file() {
+        return Tokenizer::from_vocab_merges(path, &merges);
+    }
+    Tokenizer::from_tokenizer_json(path)
+}
+
+/// The dtype that holds most of the parameters.
+fn dominant_dtype(store: &TensorStore) -> String {
+    let mut counts: Vec<(crate::tensor::DType, usize)> = Vec::new();
+    for t in store.tensors.values() {
+        match counts.iter_mut().find(|(d, _)| *d == t.dtype) {
+            Some((_, n)) => *n += t.numel(),
+            None => counts.push((t.dtype, t.numel())),
+        }
+    }
+    counts
+        .iter()
+        .max_by_key(|c| c.1)
+        .map_or("unknown".into(), |c| c.0.name().to_string())
+}
+
+/// Reads an integer field from a JSON object or fails naming the file and the field.
+pub(crate) fn json_usize(
+    path: &Path,
+    cfg: &serde_json::Value,
+    keys: &[&str],
+    default: Option<usize>,
+) -> Result<usize> {
+    for k in keys {
+        if let Some(v) = cfg.get(*k) {
+            if v.is_null() {
+                continue;
+            }
+            return v.as_u64().map(|x| x as usize).ok_or_else(|| {
+                Error::format(
+                    path,
+                    "config.json",
+                    format!("`{k}` is {v}, expected an integer"),
+                )
+            });
+        }
+    }
+    default.ok_or_else(|| {
+        Error::format(
+            path,
+            "config.json",
+            format!("missing `{}` (expected an integer)", keys.join("` or `")),
+        )
+    })
+}
+
+/// Reads a number field from a JSON object, with a default.
+pub(crate) fn json_f32(
+    path: &Path,
+    cfg: &serde_json::Value,
+    key: &str,
+    default: f32,
+) -> Result<f32> {
+    match cfg.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v.as_f64().map(|x| x as f32).ok_or_else(|| {
+            Error::format(
+                path,
+                "config.json",
+                format!("`{key}` is {v}, expected a number"),
+            )
+        }),
+    }
+}
+
+/// Reads a boolean field from a JSON object, with a default.
+pub(crate) fn json_bool(
+    path: &Path,
+    cfg: &serde_json::Value,
+    key: &str,
+    default: bool,
+) -> Result<bool> {
+    match cfg.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(default),
+        Some(v) => v.as_bool().ok_or_else(|| {
+            Error::format(
+                path,
+                "config.json",
+                format!("`{key}` is {v}, expected true or false"),
+            )
+        }),
+    }
+}

@@ -1,0 +1,231 @@
+//! The decoder-only transformer: immutable, shareable weights plus a forward pass over a
+//! per-sequence KV cache. The architecture is data ([`ModelConfig`]); this file is the only place
+//! the forward pass is written, and it calls only the kernels in [`crate::kernels`].
+
+pub mod kv_cache;
+pub mod weights;
+
+pub use kv_cache::{KvCache, Scratch};
+pub use weights::{Layout, Weights};
+
+use crate::config::{Activation, ModelConfig, NormKind, Positions};
+use crate::error::{Error, Result};
+use crate::kernels::{self, RopeTable};
+use kv_cache::sized;
+use weights::Norm;
+
+/// Which positions' logits a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position: [1, vocab] (generation).
+    Last,
+    /// Every position fed: [n_tokens, vocab] (scoring, perplexity, tests).
+    All,
+}
+
+/// Receives named intermediate activations during a forward pass: `hidden.0` (embeddings),
+/// `hidden.{l}` (residual stream after block l-1) and `hidden.final` (after the final norm),
+/// each [n_tokens, d_model]. Used to diff a model layer by layer against a reference.
+pub type Trace<'a> = &'a mut dyn FnMut(&str, &[f32]);
+
+/// A loaded model. `Send + Sync`: share it with `Arc` between threads and sequences.
+#[derive(Debug, Clone)]
+pub struct Model {
+    config: ModelConfig,
+    weights: Weights,
+    rope: Option<RopeTable>,
+}
+
+impl Model {
+    /// Assembles a model, checking the configuration against the weights.
+    pub fn new(config: ModelConfig, weights: Weights) -> Result<Self> {
+        config.validate()?;
+        if weights.blocks.len() != config.n_layer {
+            return Err(Error::config(
+                "n_layer",
+                format!(
+                    "{} blocks for n_layer {}",
+                    weights.blocks.len(),
+                    config.n_layer
+                ),
+            ));
+        }
+        let rope = match config.positions {
+            Positions::Rope { theta, .. } => Some(RopeTable::new(
+                config.head_dim(),
+                config.context_length,
+                theta,
+            )),
+            Positions::Learned => None,
+        };
+        Ok(Model {
+            config,
+            weights,
+            rope,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// A fresh, empty KV cache sized for up to `capacity` positions.
+    pub fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(&self.config, capacity)
+    }
+
+    /// Runs `tokens` through the model at positions `cache.len()..`, appending their keys and
+    /// values to `cache`, and returns logits ([1, vocab] or [tokens.len(), vocab]).
+    ///
+    /// Errors (leaving the cache unchanged) if `tokens` is empty, an id is outside the
+    /// vocabulary, or the cache has no room for every token.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        scratch: &mut Scratch,
+        want: Logits,
+        mut trace: Option<Trace<'_>>,
+    ) -> Result<Vec<f32>> {
+        let cfg = &self.config;
+        let w = &self.weights;
+        let n = tokens.len();
+        if n == 0 {
+            return Err(Error::Request("no tokens to run".into()));
+        }
+        if n > cache.remaining() {
+            return Err(Error::Request(format!(
+                "{} tokens do not fit: the cache holds {} of at most {} positions",
+                n,
+                cache.len(),
+                cache.capacity()
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(Error::Request(format!(
+                "token id {bad} is outside the model's vocabulary of {}",
+                cfg.vocab_size
+            )));
+        }
+        let (c, hd) = (cfg.d_model, cfg.head_dim());
+        let (nh, nkv) = (cfg.n_head, cfg.n_kv_head);
+        let (qd, kvd) = (nh * hd, nkv * hd);
+        let start = cache.len();
+
+        // Embeddings: x [n, C].
+        let x = sized(&mut scratch.x, n * c);
+        for (t, (&tok, row)) in tokens.iter().zip(x.chunks_exact_mut(c)).enumerate() {
+            row.copy_from_slice(w.tok_emb.row(tok as usize));
+            if let Some(pe) = &w.pos_emb {
+                kernels::add_in_place(row, pe.row(start + t));
+            }
+        }
+        if let Some(tr) = trace.as_mut() {
+            tr("hidden.0", &scratch.x);
+        }
+
+        for (l, b) in w.blocks.iter().enumerate() {
+            // Attention: h = norm(x); qkv = h·Wqkvᵀ [n, qd + 2·kvd].
+            let h = sized(&mut scratch.h, n * c);
+            h.copy_from_slice(&scratch.x);
+            self.norm(h, &b.attn_norm);
+            let qkv = sized(&mut scratch.qkv, n * cfg.qkv_dim());
+            kernels::matmul(h, &b.qkv.w, b.qkv.b.as_deref(), qkv);
+            let q = sized(&mut scratch.q, n * qd);
+            let k = sized(&mut scratch.k, n * kvd);
+            let v = sized(&mut scratch.v, n * kvd);
+            for (t, row) in qkv.chunks_exact(qd + 2 * kvd).enumerate() {
+                q[t * qd..][..qd].copy_from_slice(&row[..qd]);
+                k[t * kvd..][..kvd].copy_from_slice(&row[qd..qd + kvd]);
+                v[t * kvd..][..kvd].copy_from_slice(&row[qd + kvd..]);
+            }
+            if let (Some(rope), Positions::Rope { style, .. }) = (&self.rope, cfg.positions) {
+                for t in 0..n {
+                    for head in q[t * qd..][..qd].chunks_exact_mut(hd) {
+                        rope.apply(head, start + t, style);
+                    }
+                    for head in k[t * kvd..][..kvd].chunks_exact_mut(hd) {
+                        rope.apply(head, start + t, style);
+                    }
+                }
+            }
+            cache.append(l, k, v);
+            let (keys, values) = cache.layer(l);
+            let att = sized(&mut scratch.att, n * qd);
+            let scores = sized(&mut scratch.scores, start + n);
+            kernels::attention(q, keys, values, start, nh, nkv, hd, scores, att);
+            let proj = sized(&mut scratch.proj, n * c);
+            kernels::matmul(att, &b.attn_out.w, b.attn_out.b.as_deref(), proj);
+            kernels::add_in_place(&mut scratch.x, &scratch.proj);
+
+            // Feed-forward: x += down(act(up(norm(x)))).
+            let h = sized(&mut scratch.h, n * c);
+            h.copy_from_slice(&scratch.x);
+            self.norm(h, &b.mlp_norm);
+            let up = sized(&mut scratch.up, n * b.up.w.rows);
+            kernels::matmul(h, &b.up.w, b.up.b.as_deref(), up);
+            let act: &[f32] = match cfg.activation {
+                Activation::GeluExact => {
+                    kernels::gelu_exact(up);
+                    up
+                }
+                Activation::GeluTanh => {
+                    kernels::gelu_tanh(up);
+                    up
+                }
+                Activation::Relu => {
+                    kernels::relu(up);
+                    up
+                }
+                Activation::SwiGlu => {
+                    let out = sized(&mut scratch.act, n * cfg.d_ff);
+                    kernels::swiglu(up, cfg.d_ff, out);
+                    out
+                }
+            };
+            let proj = sized(&mut scratch.proj, n * c);
+            kernels::matmul(act, &b.down.w, b.down.b.as_deref(), proj);
+            kernels::add_in_place(&mut scratch.x, &scratch.proj);
+            if let Some(tr) = trace.as_mut() {
+                tr(&format!("hidden.{}", l + 1), &scratch.x);
+            }
+        }
+        cache.commit(n);
+
+        // Final norm and head, only for the rows asked for.
+        let rows = match want {
+            Logits::Last => &mut scratch.x[(n - 1) * c..],
+            Logits::All => &mut scratch.x[..],
+        };
+        if let Some(fnorm) = &w.final_norm {
+            self.norm(rows, fnorm);
+        }
+        if let Some(tr) = trace.as_mut() {
+            if want == Logits::All {
+                tr("hidden.final", rows);
+            }
+        }
+        let head = w.head.as_ref().map_or(&w.tok_emb, |h| &h.w);
+        let mut logits = vec![0.0; (rows.len() / c) * cfg.vocab_size];
+        kernels::matmul(
+            rows,
+            head,
+            w.head.as_ref().and_then(|h| h.b.as_deref()),
+            &mut logits,
+        );
+        Ok(logits)
+    }
+
+    fn norm(&self, x: &mut [f32], n: &Norm) {
+        match self.config.norm {
+            NormKind::LayerNorm => {
+                kernels::layer_norm(x, &n.weight, n.bias.as_deref(), self.config.norm_eps)
+            }
+            NormKind::RmsNorm => kernels::rms_norm(x, &n.weight, self.config.norm_eps),
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The model's parameters in quill's canonical layout, and the mapping from each checkpoint
+//! family's tensor names and orientations into it.
+//!
+//! Canonical layout (all matrices `[out, in]`):
+//! - `tok_emb` [vocab, C]; `pos_emb` [context, C] for learned positions;
+//! - per block: `attn_norm`, `qkv` [(H + 2·KV)·hd, C] (Q rows, then K, then V), `attn_out` [C, C],
+//!   `mlp_norm`, `up` [F, C] or, for SwiGLU, [2F, C] (gate rows then up rows), `down` [C, F];
+//! - `final_norm`, and `head` [vocab, C] unless tied to `tok_emb`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Activation, ModelConfig, NormKind};
+use crate::error::{Error, Result};
+use crate::kernels::{Matrix, WeightData};
+use crate::tensor::{DType, RawTensor, TensorStore};
+
+/// A normalisation layer's parameters.
+#[derive(Debug, Clone)]
+pub struct Norm {
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+/// A linear layer: `y = x·Wᵀ + b`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub w: Matrix,
+    pub b: Option<Vec<f32>>,
+}
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub attn_norm: Norm,
+    pub qkv: Linear,
+    pub attn_out: Linear,
+    pub mlp_norm: Norm,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+/// All parameters of a model.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    pub tok_emb: Matrix,
+    pub pos_emb: Option<Matrix>,
+    pub blocks: Vec<Block>,
+    pub final_norm: Option<Norm>,
+    /// `None` when the head is tied to `tok_emb`.
+    pub head: Option<Linear>,
+}
+
+impl Weights {
+    /// Number of parameters (a tied head counted once).
+    pub fn param_count(&self) -> usize {
+        let lin = |l: &Linear| l.w.rows * l.w.cols + l.b.as_ref().map_or(0, Vec::len);
+        let norm = |n: &Norm| n.weight.len() + n.bias.as_ref().map_or(0, Vec::len);
+        let mut n = self.tok_emb.rows * self.tok_emb.cols;
+        n += self.pos_emb.as_ref().map_or(0, |m| m.rows * m.cols);
+        for b in &self.blocks {
+            n += norm(&b.attn_norm) + lin(&b.qkv) + lin(&b.attn_out);
+            n += norm(&b.mlp_norm) + lin(&b.up) + lin(&b.down);
+        }
+        n += self.final_norm.as_ref().map_or(0, norm);
+        n += self.head.as_ref().map_or(0, lin);
+        n
+    }
+
+    /// Whether any matrix is borrowed straight from a memory-mapped file.
+    pub fn any_mapped(&self) -> bool {
+        std::iter::once(&self.tok_emb)
+            .chain(self.blocks.iter().map(|b| &b.qkv.w))
+            .any(|m| m.data.is_mapped())
+    }
+}
+
+/// How a checkpoint names and orients its tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// nanoGPT `model.py` names, nn.Linear orientation `[out, in]`.
+    NanoGpt,
+    /// Hugging Face `GPT2LMHeadModel` names (with or without `transformer.`), Conv1D `[in, out]`.
+    HfGpt2,
+    /// Hugging Face `LlamaForCausalLM` names, nn.Linear orientation, half-split RoPE.
+    HfLlama,
+    /// Meta / Mini-LLM Llama names, nn.Linear orientation, interleaved RoPE.
+    MetaLlama,
+}
+
+/// Orientation of a stored matrix.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Orient {
+    /// Stored `[out, in]`.
+    OutIn,
+    /// Stored `[in, out]` (GPT-2 Conv1D).
+    InOut,
+}
+
+/// Reads tensors out of a store by name, checking shapes, and remembers which were used.
+struct Fetch<'a> {
+    store: &'a TensorStore,
+    path: PathBuf,
+    used: BTreeSet<String>,
+}
+
+impl<'a> Fetch<'a> {
+    fn raw(&mut self, name: &str) -> Result<&'a RawTensor> {
+        let t = self.store.get(name).ok_or_else(|| {
+            Error::tensor(&self.path, name, "missing (the architecture needs it)")
+        })?;
+        t.check_bounds(&self.path, name)?;
+        if !matches!(t.dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
+            return Err(Error::tensor(
+                &self.path,
+                name,
+                format!("has dtype {}, expected a floating-point type", t.dtype),
+            ));
+        }
+        self.used.insert(name.to_string());
+        Ok(t)
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.store.get(name).is_some()
+    }
+
+    fn check_shape(&self, name: &str, t: &RawTensor, want: &[usize]) -> Result<()> {
+        if t.shape != want {
+            return Err(Error::tensor(
+                &self.path,
+                name,
+                format!("has shape {:?}, expected {:?}", t.shape, want),
+            ));
+        }
+        Ok(())
+    }
+
+    fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>> {
+        let t = self.raw(name)?;
+        self.check_shape(name, t, &[len])?;
+        t.to_f32()
+    }
+
+    fn opt_vector(&mut self, name: &str, len: usize, present: bool) -> Result<Option<Vec<f32>>> {
+        if present {
+            self.vector(name, len).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A `[rows, cols]` = `[out, in]` matrix, transposing if stored `[in, out]`. Contiguous f32
+    /// data in the canonical orientation is borrowed from the file rather than copied.
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize, orient: Orient) -> Result<Matrix> {
+        let t = self.raw(name)?;
+        let stored = match orient {
+            Orient::OutIn => [rows, cols],
+            Orient::InOut => [cols, rows],
+        };
+        self.check_shape(name, t, &stored)?;
+        if orient == Orient::OutIn && t.dtype == DType::F32 && t.is_contiguous() {
+            if let Some(data) = WeightData::try_map(&t.bytes, t.offset, rows * cols) {
+                return Ok(Matrix { rows, cols, data });
+            }
+        }
+        let v = t.to_f32()?;
+        let data = match orient {
+            Orient::OutIn => v,
+            Orient::InOut => transpose(&v, cols, rows),
+        };
+        Ok(Matrix::from_vec(rows, cols, data))
+    }
+
+    /// Several matrices stacked along the output dimension into one.
+    fn stacked(&mut self, parts: &[(&str, usize)], cols: usize, orient: Orient) -> Result<Matrix> {
+        let rows: usize = parts.iter().map(|p| p.1).sum();
+        let mut data = Vec::with_capacity(rows * cols);
+        for &(name, r) in parts {
+            let m = self.matrix(name, r, cols, orient)?;
+            data.extend_from_slice(m.as_slice());
+        }
+        Ok(Matrix::from_vec(rows, cols, data))
+    }
+}
+
+/// `[r, c]` → `[c, r]`.
+fn transpose(v: &[f32], r: usize, c: usize) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for i in 0..r {
+        for j in 0..c {
+            out[j * r + i] = v[i * c + j];
+        }
+    }
+    out
+}
+
+/// Builds the canonical weights of a model from a checkpoint's tensors.
+pub fn build(store: &TensorStore, cfg: &ModelConfig, layout: Layout) -> Result<Weights> {
+    let mut f = Fetch {
+        store,
+        path: store.source.clone(),
+        used: BTreeSet::new(),
+    };
+    let w = match layout {
+        Layout::NanoGpt | Layout::HfGpt2 => gpt2(&mut f, cfg, layout)?,
+        Layout::HfLlama | Layout::MetaLlama => llama(&mut f, cfg, layout)?,
+    };
+    Ok(w)
+}
+
+fn gpt2(f: &mut Fetch, cfg: &ModelConfig, layout: Layout) -> Result<Weights> {
+    let (c, ff, v) = (cfg.d_model, cfg.d_ff, cfg.vocab_size);
+    let orient = if layout == Layout::HfGpt2 {
+        Orient::InOut
+    } else {
+        Orient::OutIn
+    };
+    // Hugging Face's original `gpt2` repository stores names without `transformer.`.
+    let p = if layout == Layout::HfGpt2 && !f.has("transformer.wte.weight") && f.has("wte.weight") {
+        ""
+    } else {
+        "transformer."
+    };
+    let nb = cfg.norm_bias;
+    let lb = cfg.linear_bias;
+    let norm = |f: &mut Fetch, name: &str| -> Result<Norm> {
+        Ok(Norm {
+            weight: f.vector(&format!("{name}.weight"), c)?,
+            bias: f.opt_vector(&format!("{name}.bias"), c, nb)?,
+        })
+    };
+    let linear = |f: &mut Fetch, name: &str, out: usize, inp: usize| -> Result<Linear> {
+        Ok(Linear {
+            w: f.matrix(&format!("{name}.weight"), out, inp, orient)?,
+            b: f.opt_vector(&format!("{name}.bias"), out, lb)?,
+        })
+    };
+    let tok_emb = f.matrix(&format!("{p}wte.weight"), v, c, Orient::OutIn)?;
+    let pos_emb = Some(f.matrix(
+        &format!("{p}wpe.weight"),
+        cfg.context_length,
+        c,
+        Orient::OutIn,
+    )?);
+    let mut blocks = Vec::with_capacity(cfg.n_layer);
+    for i in 0..cfg.n_layer {
+        let b = format!("{p}h.{i}");
+        blocks.push(Block {
+            attn_norm: norm(f, &format!("{b}.ln_1"))?,
+            qkv: linear(f, &format!("{b}.attn.c_attn"), 3 * c, c)?,
+            attn_out: linear(f, &format!("{b}.attn.c_proj"), c, c)?,
+            mlp_norm: norm(f, &format!("{b}.ln_2"))?,
+            up: linear(f, &format!("{b}.mlp.c_fc"), ff, c)?,
+            down: linear(f, &format!("{b}.mlp.c_proj"), c, ff)?,
+        });
+    }
+    let final_norm = Some(norm(f, &format!("{p}ln_f"))?);
+    let head = if cfg.tied_head {
+        None
+    } else {
+        Some(Linear {
+            w: f.matrix("lm_head.weight", v, c, Orient::OutIn)?,
+            b: None,
+        })
+    };
+    Ok(Weights {
+        tok_emb,
+        pos_emb,
+        blocks,
+        final_norm,
+        head,
+    })
+}
+
+fn llama(f: &mut Fetch, cfg: &ModelConfig, layout: Layout) -> Result<Weights> {
+    let (c, ff, v) = (cfg.d_model, cfg.d_ff, cfg.vocab_size);
+    let hd = cfg.head_dim();
+    let (qd, kvd) = (cfg.n_head * hd, cfg.n_kv_head * hd);
+    debug_assert_eq!(cfg.activation, Activation::SwiGlu);
+    debug_assert_eq!(cfg.norm, NormKind::RmsNorm);
+    struct Names {
+        emb: &'static str,
+        q: &'static str,
+        k: &'static str,
+        v: &'static str,
+        o: &'static str,
+        gate: &'static str,
+        up: &'static str,
+        down: &'static str,
+        n1: &'static str,
+        n2: &'static str,
+        norm: &'static str,
+        head: &'static str,
+        block: &'static str,
+    }
+    let n = match layout {
+        Layout::HfLlama => Names {
+            emb: "model.embed_tokens.weight",
+            q: "self_attn.q_proj",
+            k: "self_attn.k_proj",
+            v: "self_attn.v_proj",
+            o: "self_attn.o_proj",
+            gate: "mlp.gate_proj",
+            up: "mlp.up_proj",
+            down: "mlp.down_proj",
+            n1: "input_layernorm",
+            n2: "post_attention_layernorm",
+            norm: "model.norm.weight",
+            head: "lm_head.weight",
+            block: "model.layers",
+        },
+        _ => Names {
+            emb: "tok_embeddings.weight",
+            q: "attention.wq",
+            k: "attention.wk",
+            v: "attention.wv",
+            o: "attention.wo",
+            gate: "feed_forward.w1",
+            up: "feed_forward.w3",
+            down: "feed_forward.w2",
+            n1: "attention_norm",
+            n2: "ffn_norm",
+            norm: "norm.weight",
+            head: "output.weight",
+            block: "layers",
+        },
+    };
+    let tok_emb = f.matrix(n.emb, v, c, Orient::OutIn)?;
+    let mut blocks = Vec::with_capacity(cfg.n_layer);
+    for i in 0..cfg.n_layer {
+        let b = format!("{}.{i}", n.block);
+        let w = |s: &str| format!("{b}.{s}.weight");
+        let (q, k, vv) = (w(n.q), w(n.k), w(n.v));
+        let (gate, up) = (w(n.gate), w(n.up));
+        blocks.push(Block {
+            attn_norm: Norm {
+                weight: f.vector(&w(n.n1), c)?,
+                bias: None,
+            },
+            qkv: Linear {
+                w: f.stacked(&[(&q, qd), (&k, kvd), (&vv, kvd)], c, Orient::OutIn)?,
+                b: None,
+            },
+            attn_out: Linear {
+                w: f.matrix(&w(n.o), c, qd, Orient::OutIn)?,
+                b: None,
+            },
+            mlp_norm: Norm {
+                weight: f.vector(&w(n.n2), c)?,
+                bias: None,
+            },
+            up: Linear {
+                w: f.stacked(&[(&gate, ff), (&up, ff)], c, Orient::OutIn)?,
+                b: None,
+            },
+            down: Linear {
+                w: f.matrix(&w(n.down), c, ff, Orient::OutIn)?,
+                b: None,
+            },
+        });
+    }
+    let final_norm = Some(Norm {
+        weight: f.vector(n.norm, c)?,
+        bias: None,
+    });
+    let head = if cfg.tied_head {
+        None
+    } else {
+        Some(Linear {
+            w: f.matrix(n.head, v, c, Orient::OutIn)?,
+            b: None,
+        })
+    };
+    Ok(Weights {
+        tok_emb,
+        pos_emb: None,
+        blocks,
+        final_norm,
+        head,
+    })
+}
+
+/// The path a store was read from (for messages built outside this module).
+pub fn source(store: &TensorStore) -> &Path {
+    &store.source
+}

@@ -1,0 +1,136 @@
+//! Text ↔ token ids. Three kinds, chosen by what the checkpoint ships with:
+//! - any Hugging Face `tokenizer.json` (GPT-2 byte-level BPE, Llama SentencePiece-BPE, ...), or a
+//!   GPT-2 `vocab.json` + `merges.txt` pair, through the `tokenizers` crate;
+//! - GPT-2's BPE as tiktoken has it (nanoGPT's fallback when a checkpoint has no `meta.pkl`),
+//!   through `tiktoken-rs`'s bundled `r50k_base` (identical to tiktoken's `gpt2`);
+//! - nanoGPT's character-level vocabulary from `meta.pkl`.
+//!
+//! Decoding for display goes through [`TextStream`], which never emits a broken UTF-8 character.
+
+mod char_level;
+mod hf;
+mod stream;
+
+pub use char_level::CharTokenizer;
+pub use stream::TextStream;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// A tokenizer of any supported kind.
+pub enum Tokenizer {
+    /// The `tokenizers` crate over a `tokenizer.json` (or vocab/merges).
+    Hf(Box<tokenizers::Tokenizer>),
+    /// tiktoken's GPT-2 encoding (`<|endoftext|>` = 50256 allowed in text, as nanoGPT does).
+    Gpt2Tiktoken(Box<tiktoken_rs::CoreBPE>),
+    /// nanoGPT character-level vocabulary.
+    Char(CharTokenizer),
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokenizer({})", self.describe())
+    }
+}
+
+/// Size of tiktoken's GPT-2 vocabulary (50,000 merges + 256 bytes + `<|endoftext|>`).
+pub const GPT2_VOCAB: usize = 50257;
+/// GPT-2's end-of-text token.
+pub const GPT2_EOT: u32 = 50256;
+
+impl Tokenizer {
+    /// GPT-2's BPE as tiktoken ships it, built into the binary.
+    pub fn gpt2() -> Result<Self> {
+        tiktoken_rs::r50k_base()
+            .map(|b| Tokenizer::Gpt2Tiktoken(Box::new(b)))
+            .map_err(|e| Error::Tokenizer(format!("built-in GPT-2 BPE: {e}")))
+    }
+
+    /// A Hugging Face `tokenizer.json`.
+    pub fn from_tokenizer_json(path: &Path) -> Result<Self> {
+        hf::from_tokenizer_json(path).map(|t| Tokenizer::Hf(Box::new(t)))
+    }
+
+    /// GPT-2 style `vocab.json` + `merges.txt`.
+    pub fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Self> {
+        hf::from_vocab_merges(vocab, merges).map(|t| Tokenizer::Hf(Box::new(t)))
+    }
+
+    /// Number of ids the tokenizer can produce.
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            Tokenizer::Hf(t) => t.get_vocab_size(true),
+            Tokenizer::Gpt2Tiktoken(_) => GPT2_VOCAB,
+            Tokenizer::Char(c) => c.vocab_size(),
+        }
+    }
+
+    /// A one-line description for `quill info`.
+    pub fn describe(&self) -> String {
+        match self {
+            Tokenizer::Hf(t) => format!(
+                "Hugging Face tokenizers ({} model, {} tokens)",
+                hf::model_kind(t),
+                t.get_vocab_size(true)
+            ),
+            Tokenizer::Gpt2Tiktoken(_) => "GPT-2 BPE (tiktoken gpt2, built in)".to_string(),
+            Tokenizer::Char(c) => format!("character-level ({} characters)", c.vocab_size()),
+        }
+    }
+
+    /// Encodes `text`. With `add_special`, the tokenizer's own post-processing applies (e.g. a
+    /// Llama tokenizer prepends `<s>`); GPT-2 style tokenizers add nothing. Special-token text
+    /// such as `<|endoftext|>` maps to its id, as nanoGPT's `sample.py` allows.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        match self {
+            Tokenizer::Hf(t) => t
+                .encode(text, add_special)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| Error::Tokenizer(format!("cannot encode: {e}"))),
+            Tokenizer::Gpt2Tiktoken(b) => Ok(b.encode_with_special_tokens(text)),
+            Tokenizer::Char(c) => c.encode(text),
+        }
+    }
+
+    /// Decodes ids to text (lossy only where the ids themselves end inside a character).
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        let mut s = self.stream();
+        let mut out = String::new();
+        for &id in ids {
+            out.push_str(&s.push(id)?);
+        }
+        out.push_str(&s.finish());
+        Ok(out)
+    }
+
+    /// The raw bytes of one token, for tokenizers whose tokens are byte strings.
+    pub(crate) fn token_bytes(&self, id: u32) -> Result<Option<Vec<u8>>> {
+        match self {
+            Tokenizer::Hf(_) => Ok(None),
+            Tokenizer::Gpt2Tiktoken(b) => {
+                if id as usize >= GPT2_VOCAB {
+                    return Err(Error::Tokenizer(format!(
+                        "token id {id} is outside GPT-2's vocabulary of {GPT2_VOCAB}"
+                    )));
+                }
+                Ok(b._decode_native_and_split(vec![id]).next())
+            }
+            Tokenizer::Char(c) => c.token_bytes(id).map(Some),
+        }
+    }
+
+    /// A fresh UTF-8-safe streaming decoder.
+    pub fn stream(&self) -> TextStream<'_> {
+        TextStream::new(self)
+    }
+
+    /// End-of-sequence ids the tokenizer declares (e.g. `<|endoftext|>`, `</s>`).
+    pub fn eos_ids(&self) -> Vec<u32> {
+        match self {
+            Tokenizer::Hf(t) => hf::eos_ids(t),
+            Tokenizer::Gpt2Tiktoken(_) => vec![GPT2_EOT],
+            Tokenizer::Char(_) => Vec::new(),
+        }
+    }
+}
