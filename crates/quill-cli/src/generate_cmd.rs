@@ -18,7 +18,12 @@ pub struct Args {
     #[arg(long, short = 'p', default_value = "\n", allow_hyphen_values = true)]
     prompt: String,
     /// Most tokens to generate.
-    #[arg(long, short = 'n', default_value_t = 256)]
+    #[arg(
+        long,
+        short = 'n',
+        default_value_t = 256,
+        allow_negative_numbers = true
+    )]
     max_new_tokens: usize,
     /// Sampling temperature; 0 = greedy. [default: 0.8]
     #[arg(long, short = 't', allow_negative_numbers = true)]

@@ -79,4 +79,14 @@ impl Matrix {
     pub fn row(&self, r: usize) -> &[f32] {
         &self.as_slice()[r * self.cols..(r + 1) * self.cols]
     }
+
+    /// Writes row `r` as f32 into `out` [cols] (dequantizing when the storage is quantized).
+    pub fn row_into(&self, r: usize, out: &mut [f32]) {
+        out.copy_from_slice(self.row(r));
+    }
+
+    /// Bytes of weight data read by one pass over the matrix (the decode roofline's numerator).
+    pub fn weight_bytes(&self) -> usize {
+        self.rows * self.cols * 4
+    }
 }

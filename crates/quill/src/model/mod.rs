@@ -119,7 +119,7 @@ impl Model {
         // Embeddings: x [n, C].
         let x = sized(&mut scratch.x, n * c);
         for (t, (&tok, row)) in tokens.iter().zip(x.chunks_exact_mut(c)).enumerate() {
-            row.copy_from_slice(w.tok_emb.row(tok as usize));
+            w.tok_emb.row_into(tok as usize, row);
             if let Some(pe) = &w.pos_emb {
                 kernels::add_in_place(row, pe.row(start + t));
             }

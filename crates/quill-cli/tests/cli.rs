@@ -1,0 +1,213 @@
+//! The `quill` binary end to end: flags, prompt sources, streaming output, errors, pipes.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn quill() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_quill"))
+}
+
+fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(rel)
+}
+
+fn run(args: &[&str]) -> Output {
+    quill().args(args).output().expect("quill runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const CHAR_MODEL: &str = "models/nanogpt-bias-f32/ckpt.pt";
+
+fn char_model() -> String {
+    fixture(CHAR_MODEL).display().to_string()
+}
+
+#[test]
+fn info_describes_a_nanogpt_checkpoint() {
+    let o = run(&["info", "--model", &char_model()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    for want in [
+        "nanoGPT ckpt.pt",
+        "gpt2",
+        "character-level (65 characters)",
+        "f32",
+    ] {
+        assert!(s.contains(want), "missing {want:?} in\n{s}");
+    }
+    let o = run(&["info", "--json", "--model", &char_model()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["format"], "nanoGPT ckpt.pt");
+}
+
+#[test]
+fn greedy_generation_is_repeatable_and_echoes_the_prompt() {
+    let args = [
+        "generate",
+        "--model",
+        &char_model(),
+        "--prompt",
+        "ROMEO:",
+        "-n",
+        "40",
+        "-t",
+        "0",
+    ];
+    let a = run(&args);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let text = stdout(&a);
+    assert!(text.starts_with("ROMEO:"), "{text:?}");
+    assert_eq!(text.chars().count(), "ROMEO:".len() + 40 + 1, "{text:?}"); // + final newline
+    assert!(stderr(&a).contains("40 tokens"), "{}", stderr(&a));
+    assert_eq!(stdout(&run(&args)), text);
+}
+
+#[test]
+fn same_seed_same_text_and_the_seed_is_reported_when_chosen() {
+    let base = [
+        "generate",
+        "--model",
+        &char_model(),
+        "--prompt",
+        "A",
+        "-n",
+        "30",
+    ];
+    let with_seed = |s: &str| {
+        let mut v = base.to_vec();
+        v.extend(["--seed", s]);
+        stdout(&run(&v))
+    };
+    assert_eq!(with_seed("42"), with_seed("42"));
+    assert_ne!(with_seed("42"), with_seed("43"));
+    let o = run(&base);
+    assert!(
+        stderr(&o).contains("(chosen; pass --seed to repeat)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn prompt_from_stdin_file_and_leading_dash() {
+    let mut child = quill()
+        .args([
+            "generate",
+            "--model",
+            &char_model(),
+            "-p",
+            "-",
+            "-n",
+            "5",
+            "-t",
+            "0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"KING:").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(stdout(&o).starts_with("KING:"), "{}", stdout(&o));
+
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("prompt.txt");
+    std::fs::write(&f, "QUEEN:").unwrap();
+    let at = format!("@{}", f.display());
+    let o = run(&[
+        "generate",
+        "--model",
+        &char_model(),
+        "-p",
+        &at,
+        "-n",
+        "5",
+        "-t",
+        "0",
+    ]);
+    assert!(stdout(&o).starts_with("QUEEN:"), "{}", stdout(&o));
+
+    let o = run(&[
+        "generate",
+        "--model",
+        &char_model(),
+        "--prompt",
+        "-- so",
+        "-n",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("-- so"));
+}
+
+#[test]
+fn invalid_values_are_rejected_with_a_message() {
+    for (flag, val, want) in [
+        ("--temperature", "-1", "temperature"),
+        ("--temperature", "nan", "temperature"),
+        ("--top-k", "-3", "top-k"),
+        ("--top-p", "1.5", "top_p"),
+        ("--max-new-tokens", "-2", "max-new-tokens"),
+    ] {
+        let o = run(&["generate", "--model", &char_model(), "-p", "A", flag, val]);
+        assert!(!o.status.success(), "{flag} {val} accepted");
+        assert!(stderr(&o).contains(want), "{flag} {val}: {}", stderr(&o));
+        assert!(o.stdout.is_empty(), "nothing generated for {flag} {val}");
+    }
+}
+
+#[test]
+fn bad_model_paths_and_prompts_fail_cleanly() {
+    let o = run(&["generate", "--model", "/nope/ckpt.pt", "-p", "A"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nope/ckpt.pt"), "{}", stderr(&o));
+    let o = run(&["generate", "--model", &char_model(), "-p", "日本"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("'日'"), "{}", stderr(&o));
+    let o = run(&["generate", "--model", &char_model(), "-p", ""]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("empty"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    let mut child = quill()
+        .args([
+            "generate",
+            "--model",
+            &char_model(),
+            "-p",
+            "A",
+            "-n",
+            "100000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = [0u8; 16];
+    out.read_exact(&mut buf).unwrap();
+    drop(out);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(status.success(), "exit {status:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
