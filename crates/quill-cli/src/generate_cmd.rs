@@ -1,13 +1,16 @@
 //! `quill generate`.
 
 use std::io::{Read, Write};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
-use quill::generate::ContextPolicy;
-use quill::{Event, GenerateParams, Generation, SamplerConfig};
+use quill::generate::{beam_search, BeamParams};
+use quill::sampling::TokenLogprobs;
+use quill::{Event, Generation, Tokenizer};
+use serde_json::json;
 
 use crate::output::emit;
+use crate::sampling_args::SamplingArgs;
 use crate::ModelArgs;
 
 #[derive(clap::Args)]
@@ -17,51 +20,27 @@ pub struct Args {
     /// Prompt text; `-` reads standard input, `@FILE` reads a file (`@@...` for a literal `@`).
     #[arg(long, short = 'p', default_value = "\n", allow_hyphen_values = true)]
     prompt: String,
-    /// Most tokens to generate.
-    #[arg(
-        long,
-        short = 'n',
-        default_value_t = 256,
-        allow_negative_numbers = true
-    )]
-    max_new_tokens: usize,
-    /// Sampling temperature; 0 = greedy. [default: 0.8]
-    #[arg(long, short = 't', allow_negative_numbers = true)]
-    temperature: Option<f32>,
-    /// Keep only the K most likely tokens; 0 disables. [default: 200]
-    #[arg(long, allow_negative_numbers = true)]
-    top_k: Option<i64>,
-    /// Nucleus sampling: keep the most likely tokens up to this total probability (0, 1].
-    #[arg(long, allow_negative_numbers = true)]
-    top_p: Option<f32>,
-    /// Random seed; when absent one is chosen and printed to stderr.
-    #[arg(long, short = 's')]
-    seed: Option<u64>,
-    /// What to do when the text outgrows the context window.
-    #[arg(long, value_enum, default_value_t = Policy::Shift)]
-    context_policy: Policy,
-    /// Keep only the last context-length tokens of a prompt that is too long (instead of failing).
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Sequences to generate for the prompt; sequence i uses seed + i.
+    #[arg(long, default_value_t = 1)]
+    num_return_sequences: usize,
+    /// Beam search with this many beams instead of sampling (output printed at the end).
     #[arg(long)]
-    truncate_prompt: bool,
-    /// Do not stop at end-of-sequence tokens.
+    num_beams: Option<usize>,
+    /// Beam search: exponent of the length normalisation of scores.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    length_penalty: f32,
+    /// Beam search: stop as soon as NUM_BEAMS hypotheses are finished.
     #[arg(long)]
-    ignore_eos: bool,
+    early_stopping: bool,
     /// Do not print the prompt before the generated text.
     #[arg(long)]
     no_echo: bool,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum Policy {
-    /// Re-encode the most recent half window when the context is full (fast).
-    Shift,
-    /// nanoGPT's exact semantics: re-run the last full window every step (slow).
-    Crop,
-    /// Stop generating when the context is full.
-    Stop,
-}
-
-fn read_prompt(arg: &str) -> anyhow::Result<String> {
+/// Reads the prompt argument: text, `-` (stdin) or `@FILE`.
+pub fn read_prompt(arg: &str) -> anyhow::Result<String> {
     if arg == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -79,77 +58,112 @@ fn read_prompt(arg: &str) -> anyhow::Result<String> {
     Ok(arg.to_string())
 }
 
+const SEPARATOR: &str = "---------------";
+
 pub fn run(a: Args) -> anyhow::Result<()> {
     let prompt = read_prompt(&a.prompt)?;
-    let defaults = SamplerConfig::default();
-    let top_k = match a.top_k {
-        None => defaults.top_k,
-        Some(0) => None,
-        Some(k) if k > 0 => Some(k as usize),
-        Some(k) => bail!("invalid --top-k {k}: must be >= 0 (0 disables)"),
-    };
-    let seed_given = a.seed.is_some();
-    let seed = a.seed.unwrap_or_else(|| {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-    });
-    let sampler = SamplerConfig {
-        temperature: a.temperature.unwrap_or(defaults.temperature),
-        top_k,
-        top_p: a.top_p,
-        seed,
-    };
-    sampler.validate()?;
-
+    let (seed, seed_given) = a.sampling.seed();
+    let sampler = a.sampling.sampler(seed)?;
+    if a.num_return_sequences == 0 {
+        bail!("invalid --num-return-sequences 0: must be >= 1");
+    }
     let t_load = Instant::now();
     let loaded = a.model.load()?;
-    let load_time = t_load.elapsed();
-    let tokenizer = loaded.tokenizer.as_ref().with_context(|| {
+    let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
+    let tok = loaded.tokenizer.as_ref().with_context(|| {
         format!(
             "no tokenizer found for {}; pass --tokenizer PATH",
             loaded.info.path
         )
     })?;
-    let ids = tokenizer.encode(&prompt, true)?;
+    let ids = tok.encode(&prompt, true)?;
     if ids.is_empty() {
         bail!("the prompt is empty after tokenization: give some text with --prompt");
     }
-    let params = GenerateParams {
-        max_new_tokens: a.max_new_tokens,
-        sampler,
-        eos_ids: if a.ignore_eos {
-            Vec::new()
-        } else {
-            tokenizer.eos_ids()
-        },
-        context: match a.context_policy {
-            Policy::Shift => ContextPolicy::Shift,
-            Policy::Crop => ContextPolicy::Crop,
-            Policy::Stop => ContextPolicy::Stop,
-        },
-        truncate_prompt: a.truncate_prompt,
-    };
-    let gen = Generation::new(&loaded.model, Some(tokenizer), ids, params)?;
-
+    let params = a.sampling.params(sampler, tok.eos_ids())?;
     let mut out = std::io::stdout().lock();
-    if !a.no_echo {
-        emit(&mut out, &prompt)?;
+
+    if let Some(num_beams) = a.num_beams {
+        let bp = BeamParams {
+            num_beams,
+            max_new_tokens: params.max_new_tokens,
+            length_penalty: a.length_penalty,
+            early_stopping: a.early_stopping,
+            eos_ids: params.eos_ids.clone(),
+            num_return_sequences: a.num_return_sequences,
+        };
+        let hyps = beam_search(&loaded.model, &ids, tok.vocab_size(), &bp)?;
+        for (i, h) in hyps.iter().enumerate() {
+            let body: Vec<u32> = h
+                .tokens
+                .iter()
+                .copied()
+                .filter(|t| !bp.eos_ids.contains(t))
+                .collect();
+            if !a.no_echo {
+                emit(&mut out, &prompt)?;
+            }
+            emit(&mut out, &tok.decode(&body)?)?;
+            writeln!(out)?;
+            if hyps.len() > 1 {
+                writeln!(out, "{SEPARATOR}")?;
+            }
+            eprintln!(
+                "[quill] beam {i}: {} tokens, log-probability {:.4}, score {:.4}",
+                h.tokens.len(),
+                h.logprob,
+                h.score
+            );
+        }
+        return Ok(());
     }
+
+    for i in 0..a.num_return_sequences {
+        let mut p = params.clone();
+        p.sampler.seed = seed.wrapping_add(i as u64);
+        let gen = Generation::new(&loaded.model, Some(tok), ids.clone(), p)?;
+        if params.logprobs.is_some() {
+            run_json(gen, tok, &mut out)?;
+        } else {
+            if !a.no_echo {
+                emit(&mut out, &prompt)?;
+            }
+            run_text(
+                gen,
+                &mut out,
+                load_ms,
+                seed.wrapping_add(i as u64),
+                seed_given,
+            )?;
+            if a.num_return_sequences > 1 {
+                writeln!(out, "{SEPARATOR}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Streams text as it is generated, then a summary on stderr.
+fn run_text(
+    gen: Generation<'_>,
+    out: &mut impl Write,
+    load_ms: f64,
+    seed: u64,
+    seed_given: bool,
+) -> anyhow::Result<()> {
     for ev in gen {
         match ev? {
             Event::Prompt { dropped, .. } if dropped > 0 => {
                 eprintln!("[quill] prompt truncated: dropped its first {dropped} tokens");
             }
             Event::Prompt { .. } | Event::ContextShift { .. } => {}
-            Event::Token { text, .. } => emit(&mut out, &text)?,
+            Event::Token { text, .. } => emit(out, &text)?,
             Event::Finished {
                 reason,
                 text,
                 stats,
             } => {
-                emit(&mut out, &text)?;
+                emit(out, &text)?;
                 writeln!(out)?;
                 out.flush()?;
                 let secs = stats.decode_time.as_secs_f64();
@@ -166,7 +180,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     rate,
                     stats.prompt_tokens,
                     stats.prefill_time.as_secs_f64() * 1e3,
-                    load_time.as_secs_f64() * 1e3,
+                    load_ms,
                     reason.as_str(),
                     seed,
                     if seed_given {
@@ -176,6 +190,56 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     },
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+fn token_text(tok: &Tokenizer, id: u32) -> String {
+    tok.decode(&[id]).unwrap_or_default()
+}
+
+fn logprobs_json(tok: &Tokenizer, lp: &TokenLogprobs) -> serde_json::Value {
+    let top: Vec<serde_json::Value> = lp
+        .top
+        .iter()
+        .map(|&(id, l)| json!({"id": id, "token": token_text(tok, id), "logprob": l}))
+        .collect();
+    json!({"logprob": lp.logprob, "top_logprobs": top})
+}
+
+/// One JSON object per line for every token, then one for the end of the sequence.
+fn run_json(gen: Generation<'_>, tok: &Tokenizer, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut full = String::new();
+    for ev in gen {
+        match ev? {
+            Event::Token { id, text, logprobs } => {
+                full.push_str(&text);
+                let mut v = json!({"id": id, "token": token_text(tok, id), "text": text});
+                if let Some(lp) = &logprobs {
+                    if let (Some(o), serde_json::Value::Object(extra)) =
+                        (v.as_object_mut(), logprobs_json(tok, lp))
+                    {
+                        o.extend(extra);
+                    }
+                }
+                writeln!(out, "{v}")?;
+            }
+            Event::Finished {
+                reason,
+                text,
+                stats,
+            } => {
+                full.push_str(&text);
+                let v = json!({
+                    "finish_reason": reason.as_str(),
+                    "text": full,
+                    "generated_tokens": stats.generated_tokens,
+                });
+                writeln!(out, "{v}")?;
+                out.flush()?;
+            }
+            Event::Prompt { .. } | Event::ContextShift { .. } => {}
         }
     }
     Ok(())

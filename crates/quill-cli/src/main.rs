@@ -2,6 +2,7 @@
 //! parameters, then prints what the engine reports. No numerics live here.
 
 mod generate_cmd;
+mod sampling_args;
 mod info_cmd;
 mod output;
 
@@ -40,7 +41,7 @@ struct ModelArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Generate text from a prompt, streamed to stdout as it is produced.
-    Generate(generate_cmd::Args),
+    Generate(Box<generate_cmd::Args>),
     /// Describe a model: format, architecture, parameters, dtype, tokenizer.
     Info(info_cmd::Args),
 }
@@ -48,7 +49,7 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Generate(a) => generate_cmd::run(a),
+        Command::Generate(a) => generate_cmd::run(*a),
         Command::Info(a) => info_cmd::run(a),
     };
     match result {

@@ -211,3 +211,78 @@ fn a_closed_pipe_ends_quietly() {
     assert!(status.success(), "exit {status:?}: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn stop_strings_logprobs_beams_and_multiple_sequences() {
+    let m = char_model();
+    let greedy = |extra: &[&str]| {
+        let mut v = vec!["generate", "--model", &m, "-p", "ROMEO:", "-t", "0"];
+        v.extend_from_slice(extra);
+        run(&v)
+    };
+    let full = stdout(&greedy(&["-n", "40"]));
+    let stop: String = full.chars().skip(15).take(3).collect();
+    let o = greedy(&["-n", "40", "--stop", &stop]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cut = full.find(&stop).unwrap();
+    assert_eq!(stdout(&o), format!("{}\n", &full[..cut]));
+    assert!(stderr(&o).contains("finish: stop"), "{}", stderr(&o));
+
+    let o = greedy(&["--logprobs", "2", "-n", "3"]);
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 4, "3 tokens and a summary");
+    assert_eq!(lines[0]["top_logprobs"].as_array().unwrap().len(), 2);
+    assert!(lines[0]["logprob"].as_f64().unwrap() <= 0.0);
+    assert_eq!(lines[3]["finish_reason"], "length");
+
+    let o = greedy(&["--num-beams", "3", "--num-return-sequences", "2", "-n", "8"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).matches("---------------").count(), 2);
+    assert!(stderr(&o).contains("beam 1"));
+
+    // Sequence i of a multi-sequence run is the single run with seed + i.
+    let sample = |extra: &[&str]| {
+        let mut v = vec![
+            "generate",
+            "--model",
+            &m,
+            "-p",
+            "A",
+            "-n",
+            "20",
+            "--no-echo",
+        ];
+        v.extend_from_slice(extra);
+        stdout(&run(&v))
+    };
+    let both = sample(&["--seed", "5", "--num-return-sequences", "2"]);
+    let second = sample(&["--seed", "6"]);
+    assert!(
+        both.ends_with(&format!("{second}---------------\n")),
+        "{both:?} / {second:?}"
+    );
+}
+
+#[test]
+fn invalid_sampling_flags_are_rejected() {
+    let m = char_model();
+    for (args, want) in [
+        (vec!["--min-p", "2"], "min_p"),
+        (vec!["--typical-p", "0"], "typical_p"),
+        (vec!["--repetition-penalty", "-1"], "repetition_penalty"),
+        (vec!["--sampler-order", "top-k,bogus"], "bogus"),
+        (vec!["--logit-bias", "12"], "ID=BIAS"),
+        (vec!["--max-time", "-3"], "max-time"),
+        (vec!["--no-repeat-ngram-size", "0"], "no-repeat-ngram-size"),
+        (vec!["--min-new-tokens", "9", "-n", "3"], "min_new_tokens"),
+    ] {
+        let mut v = vec!["generate", "--model", &m, "-p", "A"];
+        v.extend_from_slice(&args);
+        let o = run(&v);
+        assert!(!o.status.success(), "{args:?} accepted");
+        assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
+    }
+}

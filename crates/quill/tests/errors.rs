@@ -207,7 +207,7 @@ fn out_of_vocabulary_ids_and_bad_sampling_values_are_refused() {
                 temperature: t,
                 top_k: k,
                 top_p: p,
-                seed: 1,
+                ..quill::SamplerConfig::default()
             },
             ..GenerateParams::default()
         };

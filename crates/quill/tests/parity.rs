@@ -30,15 +30,9 @@ fn load(rel: &str) -> quill::LoadedModel {
 fn greedy(model: &quill::Model, prompt: Vec<u32>, policy: ContextPolicy) -> Vec<u32> {
     let params = GenerateParams {
         max_new_tokens: 64,
-        sampler: SamplerConfig {
-            temperature: 0.0,
-            top_k: None,
-            top_p: None,
-            seed: 0,
-        },
-        eos_ids: vec![],
+        sampler: SamplerConfig::greedy(),
         context: policy,
-        truncate_prompt: false,
+        ..GenerateParams::default()
     };
     Generation::new(model, None, prompt, params)
         .expect("generation starts")

@@ -1,26 +1,130 @@
-//! Turning logits into the next token: temperature, top-k, top-p and a seeded draw, or greedy.
+//! Turning logits into the next token: a chain of small processors over the candidate set,
+//! ended by one selector.
 //!
-//! Order: mask ids the tokenizer cannot produce → temperature → top-k → top-p → draw.
-//! `temperature == 0` means greedy (argmax, lowest id on ties, as `torch.argmax`).
+//! Default order ([`Stage::DEFAULT_ORDER`]):
+//! `logit-bias → repetition → presence-frequency → no-repeat-ngram → temperature → top-k → top-p
+//! → min-p → typical-p`, then the selector. Stages whose setting is off are skipped; the order
+//! can be changed ([`SamplerConfig::order`], `--sampler-order`).
 //!
-//! Randomness: ChaCha20 (`rand_chacha`), seeded per request, one `f64` in [0, 1) per drawn token
-//! (`rand`'s 53-bit conversion). Both are specified bit-for-bit and portable, so a seed gives the
-//! same tokens on every machine and thread count.
+//! `temperature == 0` selects greedily: the penalties and bias still apply, the distribution
+//! shapers (temperature, top-k, top-p, min-p, typical-p) are skipped because they cannot change
+//! the argmax (typical-p could, and Hugging Face skips all of them without sampling too), and
+//! the highest logit wins, the lowest id on ties (as `torch.argmax`).
+//!
+//! Randomness: ChaCha20 (`rand_chacha`) seeded per sequence from the request's seed; one `f64`
+//! in [0, 1) (`rand`'s 53-bit conversion) per sampled token, compared against the cumulative
+//! probabilities of the surviving candidates in sorted order (logit descending, id ascending)
+//! or, when nothing sorted them, id order. Both algorithms are specified bit for bit, so a seed
+//! gives the same tokens on every machine, thread count and batch placement.
+//!
+//! If the chain masks every token (e.g. every token banned), sampling fails with a clear error
+//! rather than picking an arbitrary token.
+
+mod candidates;
+pub mod processors;
+
+pub use candidates::{Candidate, Candidates};
+pub use processors::{History, Processor};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::error::{Error, Result};
+use processors::*;
 
-/// Sampling settings of one request.
+/// A named stage of the chain (for ordering).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    LogitBias,
+    Repetition,
+    PresenceFrequency,
+    NoRepeatNgram,
+    Temperature,
+    TopK,
+    TopP,
+    MinP,
+    TypicalP,
+}
+
+impl Stage {
+    pub const DEFAULT_ORDER: [Stage; 9] = [
+        Stage::LogitBias,
+        Stage::Repetition,
+        Stage::PresenceFrequency,
+        Stage::NoRepeatNgram,
+        Stage::Temperature,
+        Stage::TopK,
+        Stage::TopP,
+        Stage::MinP,
+        Stage::TypicalP,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::LogitBias => "logit-bias",
+            Stage::Repetition => "repetition",
+            Stage::PresenceFrequency => "presence-frequency",
+            Stage::NoRepeatNgram => "no-repeat-ngram",
+            Stage::Temperature => "temperature",
+            Stage::TopK => "top-k",
+            Stage::TopP => "top-p",
+            Stage::MinP => "min-p",
+            Stage::TypicalP => "typical-p",
+        }
+    }
+
+    /// Parses a stage name as [`Stage::name`] writes it.
+    pub fn parse(s: &str) -> Result<Stage> {
+        Stage::DEFAULT_ORDER
+            .into_iter()
+            .find(|st| st.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Stage::DEFAULT_ORDER.iter().map(|s| s.name()).collect();
+                Error::config(
+                    "sampler order",
+                    format!("unknown stage `{s}` (known: {})", names.join(", ")),
+                )
+            })
+    }
+
+    /// Whether the stage reshapes the distribution (skipped under greedy selection).
+    fn is_shaper(self) -> bool {
+        matches!(
+            self,
+            Stage::Temperature | Stage::TopK | Stage::TopP | Stage::MinP | Stage::TypicalP
+        )
+    }
+}
+
+/// Sampling settings of one request. `Default` holds quill's defaults, in this one place.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplerConfig {
     /// 0 = greedy; otherwise logits are divided by it.
     pub temperature: f32,
-    /// Keep only the k most likely tokens (ties with the k-th kept, as nanoGPT does).
+    /// Keep only the k most likely tokens (ties with the k-th kept).
     pub top_k: Option<usize>,
-    /// Keep the smallest set of most likely tokens whose probability reaches p.
+    /// Keep the most likely tokens until their probability reaches p.
     pub top_p: Option<f32>,
+    /// Drop tokens less likely than `min_p` × the most likely one.
+    pub min_p: Option<f32>,
+    /// Locally typical sampling mass.
+    pub typical_p: Option<f32>,
+    /// CTRL repetition penalty (> 0; 1 = off).
+    pub repetition_penalty: Option<f32>,
+    /// Look-back window of the repetition penalty in tokens (None = the whole sequence).
+    pub repeat_last_n: Option<usize>,
+    /// OpenAI presence penalty (subtracted once per generated token kind).
+    pub presence_penalty: f32,
+    /// OpenAI frequency penalty (subtracted per occurrence in the generated text).
+    pub frequency_penalty: f32,
+    /// Ban tokens that would repeat an n-gram of this size.
+    pub no_repeat_ngram: Option<usize>,
+    /// Added to the logits of these tokens.
+    pub logit_bias: Vec<(u32, f32)>,
+    /// Never chosen.
+    pub banned: Vec<u32>,
+    /// Stage order.
+    pub order: Vec<Stage>,
     pub seed: u64,
 }
 
@@ -30,53 +134,172 @@ impl Default for SamplerConfig {
             temperature: 0.8,
             top_k: Some(200),
             top_p: None,
+            min_p: None,
+            typical_p: None,
+            repetition_penalty: None,
+            repeat_last_n: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            no_repeat_ngram: None,
+            logit_bias: Vec::new(),
+            banned: Vec::new(),
+            order: Stage::DEFAULT_ORDER.to_vec(),
             seed: 1337,
         }
     }
 }
 
 impl SamplerConfig {
+    /// Greedy decoding with nothing else on.
+    pub fn greedy() -> Self {
+        SamplerConfig {
+            temperature: 0.0,
+            top_k: None,
+            ..SamplerConfig::default()
+        }
+    }
+
     /// Rejects values that have no meaning (never clamps).
     pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, detail: String| Err(Error::config(field, detail));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(Error::config(
+            return bad(
                 "temperature",
                 format!(
                     "{} (must be a finite number >= 0; 0 means greedy)",
                     self.temperature
                 ),
-            ));
+            );
         }
         if self.top_k == Some(0) {
-            return Err(Error::config(
-                "top_k",
-                "0 (must be >= 1, or unset to disable)",
-            ));
+            return bad("top_k", "0 (must be >= 1, or unset to disable)".into());
         }
-        if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return Err(Error::config("top_p", format!("{p} (must be in (0, 1])")));
+        for (field, v) in [
+            ("top_p", self.top_p),
+            ("min_p", self.min_p),
+            ("typical_p", self.typical_p),
+        ] {
+            if let Some(p) = v {
+                if !(p > 0.0 && p <= 1.0) {
+                    return bad(field, format!("{p} (must be in (0, 1])"));
+                }
             }
+        }
+        if let Some(r) = self.repetition_penalty {
+            if !(r.is_finite() && r > 0.0) {
+                return bad("repetition_penalty", format!("{r} (must be > 0; 1 is off)"));
+            }
+        }
+        if self.repeat_last_n == Some(0) {
+            return bad(
+                "repeat_last_n",
+                "0 (must be >= 1, or unset for the whole sequence)".into(),
+            );
+        }
+        for (field, v) in [
+            ("presence_penalty", self.presence_penalty),
+            ("frequency_penalty", self.frequency_penalty),
+        ] {
+            if !v.is_finite() {
+                return bad(field, format!("{v} (must be finite)"));
+            }
+        }
+        if self.no_repeat_ngram == Some(0) {
+            return bad("no_repeat_ngram", "0 (must be >= 1, or unset)".into());
+        }
+        if let Some((t, b)) = self.logit_bias.iter().find(|(_, b)| !b.is_finite()) {
+            return bad("logit_bias", format!("{b} for token {t} (must be finite)"));
+        }
+        let mut seen = Vec::new();
+        for s in &self.order {
+            if seen.contains(s) {
+                return bad("sampler order", format!("`{}` appears twice", s.name()));
+            }
+            seen.push(*s);
         }
         Ok(())
     }
+
+    /// The processors this configuration turns on, in order.
+    fn chain(&self) -> Vec<(Stage, Box<dyn Processor>)> {
+        let mut out: Vec<(Stage, Box<dyn Processor>)> = Vec::new();
+        for &st in &self.order {
+            let p: Option<Box<dyn Processor>> = match st {
+                Stage::LogitBias if !self.logit_bias.is_empty() || !self.banned.is_empty() => {
+                    Some(Box::new(LogitBias {
+                        bias: self.logit_bias.clone(),
+                        banned: self.banned.clone(),
+                    }))
+                }
+                Stage::Repetition => self
+                    .repetition_penalty
+                    .filter(|&r| r != 1.0)
+                    .map(|r| Box::new(RepetitionPenalty::new(r, self.repeat_last_n)) as _),
+                Stage::PresenceFrequency
+                    if self.presence_penalty != 0.0 || self.frequency_penalty != 0.0 =>
+                {
+                    Some(Box::new(PresenceFrequency::new(
+                        self.presence_penalty,
+                        self.frequency_penalty,
+                    )))
+                }
+                Stage::NoRepeatNgram => self
+                    .no_repeat_ngram
+                    .map(|n| Box::new(NoRepeatNgram { n }) as _),
+                Stage::Temperature if self.temperature != 1.0 && self.temperature > 0.0 => {
+                    Some(Box::new(Temperature(self.temperature)))
+                }
+                Stage::TopK => self.top_k.map(|k| Box::new(TopK(k)) as _),
+                Stage::TopP => self.top_p.map(|p| Box::new(TopP::new(p)) as _),
+                Stage::MinP => self.min_p.map(|p| Box::new(MinP::new(p)) as _),
+                Stage::TypicalP => self.typical_p.map(|p| Box::new(TypicalP::new(p)) as _),
+                _ => None,
+            };
+            if let Some(p) = p {
+                out.push((st, p));
+            }
+        }
+        out
+    }
 }
 
-/// Per-sequence sampler state: the settings and the random stream.
-#[derive(Debug, Clone)]
+/// Which distribution log-probabilities are reported from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogprobSource {
+    /// The model's own distribution: log-softmax of the raw logits (OpenAI's convention).
+    #[default]
+    Model,
+    /// The distribution actually sampled from, after the whole chain.
+    Sampled,
+}
+
+/// Log-probabilities of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    pub token: u32,
+    pub logprob: f32,
+    /// The most likely tokens, most likely first (ties by id).
+    pub top: Vec<(u32, f32)>,
+}
+
+/// Per-sequence sampler: the chain with its state and the random stream.
+#[derive(Debug)]
 pub struct Sampler {
     config: SamplerConfig,
+    chain: Vec<(Stage, Box<dyn Processor>)>,
     rng: ChaCha20Rng,
-    probs: Vec<(f32, u32)>,
+    cand: Candidates,
+    probs: Vec<f64>,
 }
 
 impl Sampler {
     pub fn new(config: SamplerConfig) -> Result<Self> {
         config.validate()?;
-        let rng = ChaCha20Rng::seed_from_u64(config.seed);
         Ok(Sampler {
+            chain: config.chain(),
+            rng: ChaCha20Rng::seed_from_u64(config.seed),
             config,
-            rng,
+            cand: Candidates::default(),
             probs: Vec::new(),
         })
     }
@@ -85,67 +308,161 @@ impl Sampler {
         &self.config
     }
 
-    /// Picks the next token from `logits` [vocab]; ids at or above `allowed` (padding rows of
-    /// the embedding) are never chosen.
-    pub fn sample(&mut self, logits: &[f32], allowed: usize) -> Result<u32> {
+    /// Names of the active stages, in order.
+    pub fn stages(&self) -> Vec<&'static str> {
+        self.chain.iter().map(|(_, p)| p.name()).collect()
+    }
+
+    /// Chooses the next token from `logits` [vocab]; ids at or above `allowed` (embedding
+    /// padding) are never chosen. Call [`Sampler::accept`] with the token that is kept.
+    pub fn sample(&mut self, logits: &[f32], allowed: usize, history: &History<'_>) -> Result<u32> {
+        self.run_chain(logits, allowed, history)?;
+        self.select()
+    }
+
+    /// Like [`Sampler::sample`], also returning log-probabilities of the chosen token and the
+    /// `n_top` most likely ones from `source`.
+    pub fn sample_with_logprobs(
+        &mut self,
+        logits: &[f32],
+        allowed: usize,
+        history: &History<'_>,
+        n_top: usize,
+        source: LogprobSource,
+    ) -> Result<(u32, TokenLogprobs)> {
+        self.run_chain(logits, allowed, history)?;
+        let token = self.select()?;
+        let lp = match source {
+            LogprobSource::Model => {
+                let mut c = Candidates::default();
+                c.reset_from(&logits[..allowed.min(logits.len())]);
+                logprobs_of(&mut c, token, n_top, &mut self.probs)
+            }
+            LogprobSource::Sampled => {
+                let mut c = std::mem::take(&mut self.cand);
+                if self.config.temperature == 0.0 {
+                    // Greedy picks with certainty; report the processed logits' softmax.
+                    c.drop_masked();
+                }
+                let lp = logprobs_of(&mut c, token, n_top, &mut self.probs);
+                self.cand = c;
+                lp
+            }
+        };
+        Ok((token, lp))
+    }
+
+    /// Runs the chain without selecting: the candidates as the selector would see them.
+    pub fn process(
+        &mut self,
+        logits: &[f32],
+        allowed: usize,
+        history: &History<'_>,
+    ) -> Result<&Candidates> {
+        self.run_chain(logits, allowed, history)?;
+        Ok(&self.cand)
+    }
+
+    /// Records the chosen token in every stateful stage.
+    pub fn accept(&mut self, token: u32) {
+        for (_, p) in &mut self.chain {
+            p.accept(token);
+        }
+    }
+
+    /// Forgets all per-sequence state and restarts the random stream from the seed.
+    pub fn reset(&mut self) {
+        for (_, p) in &mut self.chain {
+            p.reset();
+        }
+        self.rng = ChaCha20Rng::seed_from_u64(self.config.seed);
+    }
+
+    fn run_chain(&mut self, logits: &[f32], allowed: usize, history: &History<'_>) -> Result<()> {
         let logits = &logits[..allowed.min(logits.len())];
         if logits.is_empty() {
             return Err(Error::Request("no tokens to sample from".into()));
         }
-        if self.config.temperature == 0.0 {
-            return Ok(argmax(logits));
-        }
-        let inv_t = 1.0 / self.config.temperature;
-        let probs = &mut self.probs;
-        probs.clear();
-        probs.extend(
-            logits
-                .iter()
-                .enumerate()
-                .filter(|(_, l)| !l.is_nan())
-                .map(|(i, &l)| (l * inv_t, i as u32)),
-        );
-        if probs.is_empty() {
-            return Err(Error::Request("every logit is NaN".into()));
-        }
-        // Sort by logit, descending; equal logits keep id order (stable sort).
-        probs.sort_by(|a, b| b.0.total_cmp(&a.0));
-        if let Some(k) = self.config.top_k {
-            if k < probs.len() {
-                let kth = probs[k - 1].0;
-                let keep = probs.iter().take_while(|p| p.0 >= kth).count();
-                probs.truncate(keep);
+        self.cand.reset_from(logits);
+        let greedy = self.config.temperature == 0.0;
+        for (stage, p) in &mut self.chain {
+            if greedy && stage.is_shaper() {
+                continue;
             }
+            p.apply(&mut self.cand, history);
         }
-        // Softmax over the survivors (in f64 for a stable cumulative sum).
-        let max = probs[0].0;
-        let mut total = 0.0f64;
-        for p in probs.iter_mut() {
-            p.0 = (p.0 - max).exp();
-            total += p.0 as f64;
+        if self.cand.all_masked() {
+            return Err(Error::Request(
+                "the sampler chain masked every token (banned tokens, biases or n-gram bans \
+                 leave nothing to choose)"
+                    .into(),
+            ));
         }
-        if let Some(top_p) = self.config.top_p {
-            let mut cum = 0.0f64;
-            let mut keep = probs.len();
-            for (i, p) in probs.iter().enumerate() {
-                cum += p.0 as f64 / total;
-                if cum >= top_p as f64 {
-                    keep = i + 1;
-                    break;
+        Ok(())
+    }
+
+    fn select(&mut self) -> Result<u32> {
+        if self.config.temperature == 0.0 {
+            return self
+                .cand
+                .best()
+                .map(|c| c.id)
+                .ok_or_else(|| Error::Request("no candidates left".into()));
+        }
+        self.cand.probs(&mut self.probs);
+        let u: f64 = self.rng.gen::<f64>();
+        let mut cum = 0.0f64;
+        let items = self.cand.items();
+        let mut last = None;
+        for (c, &p) in items.iter().zip(&self.probs) {
+            if p > 0.0 {
+                cum += p;
+                last = Some(c.id);
+                if u < cum {
+                    return Ok(c.id);
                 }
             }
-            probs.truncate(keep);
-            total = probs.iter().map(|p| p.0 as f64).sum();
         }
-        let u: f64 = self.rng.gen::<f64>() * total;
-        let mut cum = 0.0f64;
-        for p in probs.iter() {
-            cum += p.0 as f64;
-            if u < cum {
-                return Ok(p.1);
-            }
-        }
-        Ok(probs[probs.len() - 1].1)
+        // u fell in the rounding gap at the top of the cumulative sum.
+        last.ok_or_else(|| Error::Request("no candidates left".into()))
+    }
+}
+
+/// Log-probabilities over the candidates `c` (log-softmax of their logits, in f64).
+fn logprobs_of(
+    c: &mut Candidates,
+    token: u32,
+    n_top: usize,
+    _scratch: &mut Vec<f64>,
+) -> TokenLogprobs {
+    c.sort();
+    let max = c.items().first().map_or(f32::NEG_INFINITY, |x| x.logit) as f64;
+    let lse = if max == f64::NEG_INFINITY {
+        f64::INFINITY
+    } else {
+        max + c
+            .items()
+            .iter()
+            .map(|x| (x.logit as f64 - max).exp())
+            .sum::<f64>()
+            .ln()
+    };
+    let lp = |l: f32| (l as f64 - lse) as f32;
+    let logprob = c
+        .items()
+        .iter()
+        .find(|x| x.id == token)
+        .map_or(f32::NEG_INFINITY, |x| lp(x.logit));
+    let top = c
+        .items()
+        .iter()
+        .take(n_top)
+        .map(|x| (x.id, lp(x.logit)))
+        .collect();
+    TokenLogprobs {
+        token,
+        logprob,
+        top,
     }
 }
 
@@ -163,79 +480,4 @@ pub fn argmax(x: &[f32]) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(temperature: f32, top_k: Option<usize>, top_p: Option<f32>) -> SamplerConfig {
-        SamplerConfig {
-            temperature,
-            top_k,
-            top_p,
-            seed: 7,
-        }
-    }
-
-    #[test]
-    fn temperature_zero_is_greedy_with_lowest_id_on_ties() {
-        let mut s = Sampler::new(cfg(0.0, None, None)).unwrap();
-        assert_eq!(s.sample(&[1.0, 3.0, 3.0, -1.0], 4).unwrap(), 1);
-    }
-
-    #[test]
-    fn padded_ids_are_never_sampled() {
-        let mut s = Sampler::new(cfg(0.0, None, None)).unwrap();
-        assert_eq!(s.sample(&[1.0, 2.0, 9.0], 2).unwrap(), 1);
-        let mut s = Sampler::new(cfg(1.0, None, None)).unwrap();
-        for _ in 0..200 {
-            assert!(s.sample(&[0.0, 0.0, 50.0], 2).unwrap() < 2);
-        }
-    }
-
-    #[test]
-    fn top_k_one_is_greedy_and_keeps_ties() {
-        let mut s = Sampler::new(cfg(1.0, Some(1), None)).unwrap();
-        for _ in 0..50 {
-            assert_eq!(s.sample(&[0.5, 2.0, 1.0], 3).unwrap(), 1);
-        }
-        // Two tokens tie at the k-th value: both stay, the third never appears.
-        let mut s = Sampler::new(cfg(1.0, Some(1), None)).unwrap();
-        let mut seen = [0usize; 3];
-        for _ in 0..400 {
-            seen[s.sample(&[2.0, 2.0, 1.9], 3).unwrap() as usize] += 1;
-        }
-        assert!(seen[0] > 100 && seen[1] > 100 && seen[2] == 0, "{seen:?}");
-    }
-
-    #[test]
-    fn top_p_keeps_the_boundary_token() {
-        // probs ≈ [0.5, 0.3, 0.2]: p = 0.6 needs the first two.
-        let l = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
-        let mut s = Sampler::new(cfg(1.0, None, Some(0.6))).unwrap();
-        let mut seen = [0usize; 3];
-        for _ in 0..600 {
-            seen[s.sample(&l, 3).unwrap() as usize] += 1;
-        }
-        assert!(seen[0] > 0 && seen[1] > 0 && seen[2] == 0, "{seen:?}");
-    }
-
-    #[test]
-    fn same_seed_same_draws() {
-        let l: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
-        let run = || {
-            let mut s = Sampler::new(cfg(1.0, Some(20), Some(0.9))).unwrap();
-            (0..30)
-                .map(|_| s.sample(&l, 50).unwrap())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(run(), run());
-    }
-
-    #[test]
-    fn invalid_values_are_rejected() {
-        assert!(Sampler::new(cfg(-1.0, None, None)).is_err());
-        assert!(Sampler::new(cfg(f32::NAN, None, None)).is_err());
-        assert!(Sampler::new(cfg(1.0, Some(0), None)).is_err());
-        assert!(Sampler::new(cfg(1.0, None, Some(0.0))).is_err());
-        assert!(Sampler::new(cfg(1.0, None, Some(1.5))).is_err());
-    }
-}
+mod tests;

@@ -18,11 +18,17 @@
 //!
 //! The same policies apply to RoPE models.
 
+mod beam;
+mod stop;
+
+pub use beam::{beam_search, BeamParams, Hypothesis};
+pub use stop::StopMatcher;
+
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::model::{KvCache, Logits, Model, Scratch};
-use crate::sampling::{Sampler, SamplerConfig};
+use crate::sampling::{History, LogprobSource, Sampler, SamplerConfig, TokenLogprobs};
 use crate::tokenizer::{TextStream, Tokenizer};
 
 /// What to do when the sequence outgrows the model's context window.
@@ -38,9 +44,20 @@ pub enum ContextPolicy {
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateParams {
     pub max_new_tokens: usize,
+    /// End-of-sequence ids cannot be sampled before this many tokens were generated.
+    pub min_new_tokens: usize,
     pub sampler: SamplerConfig,
     /// Generation ends when one of these ids is sampled (the id itself is not printed).
     pub eos_ids: Vec<u32>,
+    /// Generation ends when the text contains one of these; the stop string and anything after
+    /// it are not emitted (needs a tokenizer).
+    pub stop: Vec<String>,
+    /// Generation ends after this much wall-clock time (checked between tokens).
+    pub max_time: Option<Duration>,
+    /// Report log-probabilities of each chosen token and of this many alternatives.
+    pub logprobs: Option<usize>,
+    /// Which distribution the log-probabilities come from.
+    pub logprob_source: LogprobSource,
     pub context: ContextPolicy,
     /// A prompt longer than the context is an error unless this is set, in which case only its
     /// last `context_length` tokens are kept (reported by [`Event::Prompt`]).
@@ -51,8 +68,13 @@ impl Default for GenerateParams {
     fn default() -> Self {
         GenerateParams {
             max_new_tokens: 256,
+            min_new_tokens: 0,
             sampler: SamplerConfig::default(),
             eos_ids: Vec::new(),
+            stop: Vec::new(),
+            max_time: None,
+            logprobs: None,
+            logprob_source: LogprobSource::Model,
             context: ContextPolicy::Shift,
             truncate_prompt: false,
         }
@@ -66,6 +88,10 @@ pub enum FinishReason {
     Length,
     /// An end-of-sequence token was sampled.
     Eos,
+    /// A stop string appeared (its index in [`GenerateParams::stop`]).
+    Stop(usize),
+    /// `max_time` ran out.
+    Time,
     /// The context filled up under [`ContextPolicy::Stop`].
     ContextFull,
 }
@@ -75,6 +101,8 @@ impl FinishReason {
         match self {
             FinishReason::Length => "length",
             FinishReason::Eos => "eos",
+            FinishReason::Stop(_) => "stop",
+            FinishReason::Time => "time",
             FinishReason::ContextFull => "context_full",
         }
     }
@@ -97,8 +125,12 @@ pub enum Event {
     /// The prompt was processed. `dropped` tokens were cut from its start to fit the context.
     Prompt { tokens: usize, dropped: usize },
     /// A token was sampled; `text` is the newly complete text (may be empty while a multi-byte
-    /// character is still incomplete).
-    Token { id: u32, text: String },
+    /// character is incomplete or text is held back as a possible stop string).
+    Token {
+        id: u32,
+        text: String,
+        logprobs: Option<TokenLogprobs>,
+    },
     /// The context window was re-encoded; `kept` tokens remain in it.
     ContextShift { kept: usize },
     /// Generation ended. `text` is whatever the detokenizer still held.
@@ -119,6 +151,8 @@ enum Phase {
 pub struct Generation<'a> {
     model: &'a Model,
     stream: Option<TextStream<'a>>,
+    stops: StopMatcher,
+    started: Instant,
     params: GenerateParams,
     sampler: Sampler,
     cache: KvCache,
@@ -161,11 +195,25 @@ impl<'a> Generation<'a> {
             )));
         }
         let sampler = Sampler::new(params.sampler.clone())?;
+        if !params.stop.is_empty() && tokenizer.is_none() {
+            return Err(Error::Request("stop strings need a tokenizer".into()));
+        }
+        if params.min_new_tokens > params.max_new_tokens {
+            return Err(Error::config(
+                "min_new_tokens",
+                format!(
+                    "{} is more than max_new_tokens {}",
+                    params.min_new_tokens, params.max_new_tokens
+                ),
+            ));
+        }
         let allowed = tokenizer.map_or(cfg.vocab_size, |t| t.vocab_size().min(cfg.vocab_size));
         let prompt_len = prompt.len();
         Ok(Generation {
             model,
             stream: tokenizer.map(Tokenizer::stream),
+            stops: StopMatcher::new(params.stop.clone()),
+            started: Instant::now(),
             sampler,
             cache: model.new_cache(ctx),
             scratch: Scratch::default(),
@@ -278,25 +326,67 @@ impl<'a> Generation<'a> {
         if self.stats.generated_tokens >= self.params.max_new_tokens {
             return Ok(self.finish(FinishReason::Length));
         }
+        if self
+            .params
+            .max_time
+            .is_some_and(|limit| self.started.elapsed() >= limit)
+        {
+            return Ok(self.finish(FinishReason::Time));
+        }
         let t0 = Instant::now();
-        let id = self.sampler.sample(&self.logits, self.allowed)?;
+        if self.stats.generated_tokens < self.params.min_new_tokens {
+            for &e in &self.params.eos_ids {
+                if let Some(l) = self.logits.get_mut(e as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let history = History {
+            prompt: &self.tokens[..self.prompt_len],
+            generated: &self.tokens[self.prompt_len..],
+        };
+        let (id, logprobs) = match self.params.logprobs {
+            None => (
+                self.sampler.sample(&self.logits, self.allowed, &history)?,
+                None,
+            ),
+            Some(n) => {
+                let (id, lp) = self.sampler.sample_with_logprobs(
+                    &self.logits,
+                    self.allowed,
+                    &history,
+                    n,
+                    self.params.logprob_source,
+                )?;
+                (id, Some(lp))
+            }
+        };
+        self.sampler.accept(id);
         self.tokens.push(id);
         self.stats.generated_tokens += 1;
         if self.params.eos_ids.contains(&id) {
             self.stats.decode_time += t0.elapsed();
-            return Ok(self.finish(FinishReason::Eos));
+            self.stop_reason = Some(FinishReason::Eos);
+            return Ok(Event::Token {
+                id,
+                text: String::new(),
+                logprobs,
+            });
         }
-        let text = match self.stream.as_mut() {
+        let piece = match self.stream.as_mut() {
             Some(s) => s.push(id)?,
             None => String::new(),
         };
-        // Only run the model if another token will be sampled from its output.
-        if self.stats.generated_tokens < self.params.max_new_tokens {
-            // Report this token now and finish on the next call.
+        let (text, hit) = self.stops.push(&piece);
+        if let Some(i) = hit {
+            self.stop_reason = Some(FinishReason::Stop(i));
+        } else if self.stats.generated_tokens < self.params.max_new_tokens {
+            // Run the model only if another token will be sampled from its output; report this
+            // token now and finish on the next call if the context is full.
             self.stop_reason = self.advance()?;
         }
         self.stats.decode_time += t0.elapsed();
-        Ok(Event::Token { id, text })
+        Ok(Event::Token { id, text, logprobs })
     }
 }
 

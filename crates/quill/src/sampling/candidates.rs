@@ -1,0 +1,146 @@
+//! The candidate set the sampler chain works on: (token id, logit) pairs. It starts as the full
+//! vocabulary in id order; processors change logits (penalties, bias, temperature), mask tokens
+//! (logit −∞) or drop them (top-k, top-p, ...). Dropping a token is the same as masking it:
+//! both give it probability zero.
+
+/// One candidate token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub id: u32,
+    pub logit: f32,
+}
+
+/// The candidates of one sampling step.
+#[derive(Debug, Clone, Default)]
+pub struct Candidates {
+    items: Vec<Candidate>,
+    /// Whether `items` is sorted by logit, descending, ties by ascending id. When false, `items`
+    /// is the whole vocabulary in id order (so `items[id].id == id`).
+    sorted: bool,
+}
+
+impl Candidates {
+    /// Fills the set with `logits` [vocab] in id order. NaN logits are masked.
+    pub fn reset_from(&mut self, logits: &[f32]) {
+        self.items.clear();
+        self.items
+            .extend(logits.iter().enumerate().map(|(i, &l)| Candidate {
+                id: i as u32,
+                logit: if l.is_nan() { f32::NEG_INFINITY } else { l },
+            }));
+        self.sorted = false;
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn items(&self) -> &[Candidate] {
+        &self.items
+    }
+
+    pub fn is_sorted(&self) -> bool {
+        self.sorted
+    }
+
+    /// Mutable access to a token's logit, if the token is still a candidate.
+    pub fn logit_mut(&mut self, id: u32) -> Option<&mut f32> {
+        if !self.sorted {
+            return self.items.get_mut(id as usize).map(|c| &mut c.logit);
+        }
+        self.items
+            .iter_mut()
+            .find(|c| c.id == id)
+            .map(|c| &mut c.logit)
+    }
+
+    /// Applies `f` to every logit.
+    pub fn map_logits(&mut self, f: impl Fn(f32) -> f32) {
+        for c in &mut self.items {
+            c.logit = f(c.logit);
+        }
+    }
+
+    /// Sorts by logit, descending; equal logits by ascending id (a total, deterministic order).
+    pub fn sort(&mut self) {
+        if self.sorted {
+            return;
+        }
+        self.items
+            .sort_unstable_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
+        self.sorted = true;
+    }
+
+    /// Keeps only the first `n` candidates of the sorted order.
+    pub fn truncate_sorted(&mut self, n: usize) {
+        self.sort();
+        self.items.truncate(n);
+    }
+
+    /// Removes masked (−∞) candidates.
+    pub fn drop_masked(&mut self) {
+        let sorted = self.sorted;
+        if !sorted {
+            // Dropping breaks the id-order invariant: move to the sorted representation.
+            self.sort();
+        }
+        self.items.retain(|c| c.logit > f32::NEG_INFINITY);
+    }
+
+    /// Keeps candidates for which `keep(index_in_sorted_order, candidate)` holds.
+    pub fn retain_sorted(&mut self, mut keep: impl FnMut(usize, &Candidate) -> bool) {
+        self.sort();
+        let mut i = 0;
+        self.items.retain(|c| {
+            let k = keep(i, c);
+            i += 1;
+            k
+        });
+    }
+
+    /// Softmax probabilities of the candidates, in their current order, computed in f64.
+    pub fn probs(&self, out: &mut Vec<f64>) {
+        out.clear();
+        let max = self
+            .items
+            .iter()
+            .map(|c| c.logit)
+            .fold(f32::NEG_INFINITY, f32::max);
+        if max == f32::NEG_INFINITY {
+            out.resize(self.items.len(), 0.0);
+            return;
+        }
+        let mut total = 0.0f64;
+        for c in &self.items {
+            let e = ((c.logit - max) as f64).exp();
+            total += e;
+            out.push(e);
+        }
+        for p in out.iter_mut() {
+            *p /= total;
+        }
+    }
+
+    /// Whether every candidate is masked (or none is left).
+    pub fn all_masked(&self) -> bool {
+        self.items.iter().all(|c| c.logit == f32::NEG_INFINITY)
+    }
+
+    /// The highest-logit candidate; ties go to the lowest id.
+    pub fn best(&self) -> Option<Candidate> {
+        if self.sorted {
+            return self.items.first().copied();
+        }
+        let mut best: Option<Candidate> = None;
+        for c in &self.items {
+            if best.is_none_or(|b| c.logit > b.logit) {
+                best = Some(*c);
+            }
+        }
+        best
+    }
+}
