@@ -28,6 +28,12 @@ pub enum Logits {
 /// each [n_tokens, d_model]. Used to diff a model layer by layer against a reference.
 pub type Trace<'a> = &'a mut dyn FnMut(&str, &[f32]);
 
+/// One sequence's input to [`Model::forward_batch`].
+pub struct BatchInput<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+}
+
 /// A loaded model. `Send + Sync`: share it with `Arc` between threads and sequences.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -89,39 +95,57 @@ impl Model {
         cache: &mut KvCache,
         scratch: &mut Scratch,
         want: Logits,
-        mut trace: Option<Trace<'_>>,
+        trace: Option<Trace<'_>>,
     ) -> Result<Vec<f32>> {
+        let mut seqs = [BatchInput { tokens, cache }];
+        let mut out = self.forward_batch(&mut seqs, scratch, want, trace)?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// Runs several sequences in one pass: their rows share every weight read (the point of
+    /// batching: decode is bound by streaming the weights), while positions, attention and KV
+    /// caches stay per sequence. A sequence's results do not depend on what else is in the
+    /// batch: every kernel computes a row the same way whatever the other rows are.
+    ///
+    /// Returns one logits vector per sequence ([1, vocab] or [tokens, vocab] each). Errors, with
+    /// every cache unchanged, if any sequence's input is invalid.
+    pub fn forward_batch(
+        &self,
+        seqs: &mut [BatchInput<'_>],
+        scratch: &mut Scratch,
+        want: Logits,
+        mut trace: Option<Trace<'_>>,
+    ) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.config;
         let w = &self.weights;
-        let n = tokens.len();
+        for s in seqs.iter() {
+            self.check_input(s.tokens, s.cache)?;
+        }
+        let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
         if n == 0 {
-            return Err(Error::Request("no tokens to run".into()));
-        }
-        if n > cache.remaining() {
-            return Err(Error::Request(format!(
-                "{} tokens do not fit: the cache holds {} of at most {} positions",
-                n,
-                cache.len(),
-                cache.capacity()
-            )));
-        }
-        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
-            return Err(Error::Request(format!(
-                "token id {bad} is outside the model's vocabulary of {}",
-                cfg.vocab_size
-            )));
+            return Ok(Vec::new());
         }
         let (c, hd) = (cfg.d_model, cfg.head_dim());
         let (nh, nkv) = (cfg.n_head, cfg.n_kv_head);
         let (qd, kvd) = (nh * hd, nkv * hd);
-        let start = cache.len();
+        // Row r of the batch belongs to sequence seq_of[r] at position pos_of[r].
+        let starts: Vec<usize> = seqs.iter().map(|s| s.cache.len()).collect();
+        let mut spans = Vec::with_capacity(seqs.len());
+        let mut row = 0;
+        for s in seqs.iter() {
+            spans.push(row..row + s.tokens.len());
+            row += s.tokens.len();
+        }
 
         // Embeddings: x [n, C].
         let x = sized(&mut scratch.x, n * c);
-        for (t, (&tok, row)) in tokens.iter().zip(x.chunks_exact_mut(c)).enumerate() {
-            w.tok_emb.row_into(tok as usize, row);
-            if let Some(pe) = &w.pos_emb {
-                kernels::add_in_place(row, pe.row(start + t));
+        for (si, s) in seqs.iter().enumerate() {
+            for (t, &tok) in s.tokens.iter().enumerate() {
+                let row = &mut x[(spans[si].start + t) * c..][..c];
+                w.tok_emb.row_into(tok as usize, row);
+                if let Some(pe) = &w.pos_emb {
+                    kernels::add_in_place(row, pe.row(starts[si] + t));
+                }
             }
         }
         if let Some(tr) = trace.as_mut() {
@@ -138,26 +162,37 @@ impl Model {
             let q = sized(&mut scratch.q, n * qd);
             let k = sized(&mut scratch.k, n * kvd);
             let v = sized(&mut scratch.v, n * kvd);
-            for (t, row) in qkv.chunks_exact(qd + 2 * kvd).enumerate() {
-                q[t * qd..][..qd].copy_from_slice(&row[..qd]);
-                k[t * kvd..][..kvd].copy_from_slice(&row[qd..qd + kvd]);
-                v[t * kvd..][..kvd].copy_from_slice(&row[qd + kvd..]);
+            for (r, rowv) in qkv.chunks_exact(qd + 2 * kvd).enumerate() {
+                q[r * qd..][..qd].copy_from_slice(&rowv[..qd]);
+                k[r * kvd..][..kvd].copy_from_slice(&rowv[qd..qd + kvd]);
+                v[r * kvd..][..kvd].copy_from_slice(&rowv[qd + kvd..]);
             }
-            if let (Some(rope), Positions::Rope { style, .. }) = (&self.rope, cfg.positions) {
-                for t in 0..n {
-                    for head in q[t * qd..][..qd].chunks_exact_mut(hd) {
-                        rope.apply(head, start + t, style);
+            let att = sized(&mut scratch.att, n * qd);
+            for (si, s) in seqs.iter_mut().enumerate() {
+                let span = spans[si].clone();
+                let start = starts[si];
+                let (qs, ks) = (
+                    &mut q[span.start * qd..span.end * qd],
+                    &mut k[span.start * kvd..span.end * kvd],
+                );
+                if let (Some(rope), Positions::Rope { style, .. }) = (&self.rope, cfg.positions) {
+                    for (t, head_row) in qs.chunks_exact_mut(qd).enumerate() {
+                        for head in head_row.chunks_exact_mut(hd) {
+                            rope.apply(head, start + t, style);
+                        }
                     }
-                    for head in k[t * kvd..][..kvd].chunks_exact_mut(hd) {
-                        rope.apply(head, start + t, style);
+                    for (t, head_row) in ks.chunks_exact_mut(kvd).enumerate() {
+                        for head in head_row.chunks_exact_mut(hd) {
+                            rope.apply(head, start + t, style);
+                        }
                     }
                 }
+                s.cache.append(l, ks, &v[span.start * kvd..span.end * kvd]);
+                let (keys, values) = s.cache.layer(l);
+                let scores = sized(&mut scratch.scores, start + span.len());
+                let out = &mut att[span.start * qd..span.end * qd];
+                kernels::attention(qs, keys, values, start, nh, nkv, hd, scores, out);
             }
-            cache.append(l, k, v);
-            let (keys, values) = cache.layer(l);
-            let att = sized(&mut scratch.att, n * qd);
-            let scores = sized(&mut scratch.scores, start + n);
-            kernels::attention(q, keys, values, start, nh, nkv, hd, scores, att);
             let proj = sized(&mut scratch.proj, n * c);
             kernels::matmul(att, &b.attn_out.w, b.attn_out.b.as_deref(), proj);
             kernels::add_in_place(&mut scratch.x, &scratch.proj);
@@ -194,13 +229,19 @@ impl Model {
                 tr(&format!("hidden.{}", l + 1), &scratch.x);
             }
         }
-        cache.commit(n);
+        for s in seqs.iter_mut() {
+            s.cache.commit(s.tokens.len());
+        }
 
-        // Final norm and head, only for the rows asked for.
-        let rows = match want {
-            Logits::Last => &mut scratch.x[(n - 1) * c..],
-            Logits::All => &mut scratch.x[..],
+        // Final norm and head, only for the rows asked for: gather them into `h`.
+        let picked: Vec<usize> = match want {
+            Logits::Last => spans.iter().map(|sp| sp.end - 1).collect(),
+            Logits::All => (0..n).collect(),
         };
+        let rows = sized(&mut scratch.h, picked.len() * c);
+        for (i, &r) in picked.iter().enumerate() {
+            rows[i * c..][..c].copy_from_slice(&scratch.x[r * c..][..c]);
+        }
         if let Some(fnorm) = &w.final_norm {
             self.norm(rows, fnorm);
         }
@@ -209,15 +250,46 @@ impl Model {
                 tr("hidden.final", rows);
             }
         }
+        let vocab = cfg.vocab_size;
         let head = w.head.as_ref().map_or(&w.tok_emb, |h| &h.w);
-        let mut logits = vec![0.0; (rows.len() / c) * cfg.vocab_size];
+        let mut logits = vec![0.0; picked.len() * vocab];
         kernels::matmul(
             rows,
             head,
             w.head.as_ref().and_then(|h| h.b.as_deref()),
             &mut logits,
         );
-        Ok(logits)
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut at = 0;
+        for sp in &spans {
+            let k = if want == Logits::All { sp.len() } else { 1 };
+            out.push(logits[at * vocab..(at + k) * vocab].to_vec());
+            at += k;
+        }
+        Ok(out)
+    }
+
+    /// Checks one sequence's input before anything is changed.
+    fn check_input(&self, tokens: &[u32], cache: &KvCache) -> Result<()> {
+        let cfg = &self.config;
+        if tokens.is_empty() {
+            return Err(Error::Request("no tokens to run".into()));
+        }
+        if tokens.len() > cache.remaining() {
+            return Err(Error::Request(format!(
+                "{} tokens do not fit: the cache holds {} of at most {} positions",
+                tokens.len(),
+                cache.len(),
+                cache.capacity()
+            )));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(Error::Request(format!(
+                "token id {bad} is outside the model's vocabulary of {}",
+                cfg.vocab_size
+            )));
+        }
+        Ok(())
     }
 
     fn norm(&self, x: &mut [f32], n: &Norm) {
