@@ -1,10 +1,11 @@
 //! `quill`: the command-line front end. Parses and validates flags into the library's typed
 //! parameters, then prints what the engine reports. No numerics live here.
 
+mod bench_cmd;
 mod generate_cmd;
-mod sampling_args;
 mod info_cmd;
 mod output;
+mod sampling_args;
 
 use std::path::PathBuf;
 
@@ -20,6 +21,9 @@ use clap::{Parser, Subcommand};
                   Shakespeare."
 )]
 struct Cli {
+    /// Worker threads for the numeric kernels. [default: all cores]
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,11 +48,27 @@ enum Command {
     Generate(Box<generate_cmd::Args>),
     /// Describe a model: format, architecture, parameters, dtype, tokenizer.
     Info(info_cmd::Args),
+    /// Measure prefill and decode speed against the machine's memory-bandwidth roofline.
+    Bench(bench_cmd::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            eprintln!("error: invalid --threads 0: must be >= 1");
+            return std::process::ExitCode::FAILURE;
+        }
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+        {
+            eprintln!("error: cannot start {n} threads: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    }
     let result = match cli.command {
+        Command::Bench(a) => bench_cmd::run(a),
         Command::Generate(a) => generate_cmd::run(*a),
         Command::Info(a) => info_cmd::run(a),
     };

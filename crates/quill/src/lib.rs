@@ -6,6 +6,7 @@
 //! [`load`] turns a path (any supported checkpoint format, sniffed by content) into a model and its
 //! tokenizer; [`generate`] drives the loop and reports progress as events.
 
+pub mod bench;
 pub mod config;
 pub mod error;
 pub mod formats;

@@ -5,45 +5,87 @@
 //! Conventions: activations are row-major `[rows, cols]` slices of f32; weight matrices are
 //! `[out, in]` (nn.Linear orientation) so that every output is one contiguous dot product.
 
+mod simd;
 mod weights;
 
+pub use simd::{axpy, describe as simd_level};
 pub use weights::{Matrix, WeightData};
 
 /// `out[t, o] = Σ_i x[t, i] · w[o, i] (+ bias[o])` for `t` in `0..rows`.
 /// x: [rows, w.cols], out: [rows, w.rows].
 pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
     let (n_out, n_in) = (w.rows, w.cols);
-    debug_assert_eq!(x.len() % n_in, 0);
-    let rows = x.len() / n_in;
+    debug_assert_eq!(x.len() % n_in.max(1), 0);
+    let rows = x.len() / n_in.max(1);
     debug_assert_eq!(out.len(), rows * n_out);
     let wd = w.as_slice();
-    for (xr, or) in x.chunks_exact(n_in).zip(out.chunks_exact_mut(n_out)) {
-        for (o, (dst, wr)) in or.iter_mut().zip(wd.chunks_exact(n_in)).enumerate() {
-            let b = bias.map_or(0.0, |b| b[o]);
-            *dst = dot(xr, wr) + b;
+    // Threads split the output features: each streams its own weight rows once, for every
+    // input row (weights are the expensive read). A tile of weight rows stays in cache while
+    // the input rows pass over it. Each output is one `dot`, whoever computes it.
+    let tile = TILE_ROWS.min(n_out.max(1));
+    let work = |(ti, wt): (usize, &[f32]), o_buf: &mut [f32]| {
+        let o0 = ti * tile;
+        let nt = wt.len() / n_in.max(1);
+        for (r, xr) in x.chunks_exact(n_in).enumerate() {
+            let dst = &mut o_buf[r * tile..r * tile + nt];
+            for (j, wr) in wt.chunks_exact(n_in).enumerate() {
+                dst[j] = dot(xr, wr) + bias.map_or(0.0, |b| b[o0 + j]);
+            }
         }
+    };
+    let tiles: Vec<(usize, &[f32])> = wd.chunks(tile * n_in.max(1)).enumerate().collect();
+    if rows * n_out * n_in < PARALLEL_MIN_MACS || rayon::current_num_threads() == 1 {
+        let mut buf = vec![0.0f32; rows * tile];
+        for &(ti, wt) in &tiles {
+            work((ti, wt), &mut buf);
+            scatter(&buf, ti * tile, wt.len() / n_in.max(1), tile, n_out, out);
+        }
+        return;
+    }
+    use rayon::prelude::*;
+    if rows == 1 {
+        // Decode: each thread writes its features straight into `out`, nothing allocated.
+        let x0 = &x[..n_in];
+        out.par_chunks_mut(tile)
+            .zip(wd.par_chunks(tile * n_in))
+            .enumerate()
+            .for_each(|(ti, (o, wt))| {
+                for (j, (dst, wr)) in o.iter_mut().zip(wt.chunks_exact(n_in)).enumerate() {
+                    *dst = dot(x0, wr) + bias.map_or(0.0, |b| b[ti * tile + j]);
+                }
+            });
+        return;
+    }
+    let results: Vec<(usize, usize, Vec<f32>)> = tiles
+        .par_iter()
+        .map(|&(ti, wt)| {
+            let mut buf = vec![0.0f32; rows * tile];
+            work((ti, wt), &mut buf);
+            (ti * tile, wt.len() / n_in.max(1), buf)
+        })
+        .collect();
+    for (o0, nt, buf) in &results {
+        scatter(buf, *o0, *nt, tile, n_out, out);
     }
 }
 
-/// Dot product with eight independent accumulators (vectorises well; fixed summation order, so
-/// results do not depend on threading or batching).
+/// Output features per work item of [`matmul`].
+const TILE_ROWS: usize = 64;
+/// Below this many multiply-adds a product runs on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 16;
+
+/// Copies a tile's results (`nt` features of every row, stride `tile`) into `out` [rows, n_out].
+fn scatter(buf: &[f32], o0: usize, nt: usize, tile: usize, n_out: usize, out: &mut [f32]) {
+    for (r, orow) in out.chunks_exact_mut(n_out).enumerate() {
+        orow[o0..o0 + nt].copy_from_slice(&buf[r * tile..r * tile + nt]);
+    }
+}
+
+/// Dot product (SIMD where the CPU has it; fixed summation order, so results do not depend on
+/// threading or batching).
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0.0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] = x[k].mul_add(y[k], acc[k]);
-        }
-    }
-    let mut tail = 0.0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        tail = x.mul_add(*y, tail);
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    simd::dot(a, b)
 }
 
 /// LayerNorm over each row of `x` in place. x: [rows, weight.len()].
@@ -235,10 +277,7 @@ pub fn attention(
             let oh = &mut out[(t * n_head + h) * hd..][..hd];
             oh.fill(0.0);
             for (p, &w) in sc.iter().enumerate() {
-                let vh = &values[p * kv_stride + g * hd..][..hd];
-                for (o, v) in oh.iter_mut().zip(vh) {
-                    *o = w.mul_add(*v, *o);
-                }
+                simd::axpy(w, &values[p * kv_stride + g * hd..][..hd], oh);
             }
         }
     }

@@ -1,0 +1,131 @@
+//! `quill bench`: decode and prefill speed, a batch sweep, the machine's read bandwidth and the
+//! fraction of the decode roofline reached. Timings live here, never in tests.
+
+use anyhow::Context;
+use quill::bench;
+use serde_json::json;
+
+use crate::ModelArgs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Benchmark a randomly initialised model of a named shape instead of a file:
+    /// gpt2-124m, gpt2-medium or smollm2-135m.
+    #[arg(long, conflicts_with = "model")]
+    synthetic: Option<String>,
+    /// Prompt length for the prefill measurement.
+    #[arg(long, default_value_t = 128)]
+    prompt_tokens: usize,
+    /// Tokens decoded for the decode measurement.
+    #[arg(long, default_value_t = 64)]
+    gen_tokens: usize,
+    /// Comma-separated batch sizes for the batched-decode sweep (empty to skip).
+    #[arg(long, default_value = "1,8")]
+    batch: String,
+    /// Repetitions (the best is reported).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let batches: Vec<usize> = a
+        .batch
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .with_context(|| format!("invalid --batch entry {s:?}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if batches.contains(&0) {
+        anyhow::bail!("invalid --batch: sizes must be >= 1");
+    }
+    let (model, name) = match &a.synthetic {
+        Some(shape) => (
+            bench::synthetic_model(bench::synthetic_config(shape)?)?,
+            format!("synthetic {shape} (f32)"),
+        ),
+        None => {
+            let l = a.model.load()?;
+            let name = format!(
+                "{} ({}, {})",
+                l.info.path, l.info.format, l.info.stored_dtype
+            );
+            (l.model, name)
+        }
+    };
+    let ctx = model.config().context_length;
+    if a.prompt_tokens == 0 || a.prompt_tokens + a.gen_tokens + 1 > ctx {
+        anyhow::bail!(
+            "--prompt-tokens {} + --gen-tokens {} must be positive and fit the context of {ctx}",
+            a.prompt_tokens,
+            a.gen_tokens
+        );
+    }
+    let bw = bench::read_bandwidth(256 << 20, 5);
+    let wbytes = bench::decode_weight_bytes(&model);
+    let m = bench::measure(&model, a.prompt_tokens, a.gen_tokens, a.reps)?;
+    let roofline = bw / wbytes as f64;
+    let mut sweep = Vec::new();
+    for &b in &batches {
+        sweep.push((b, bench::measure_batch(&model, b, a.gen_tokens)?));
+    }
+    let threads = rayon::current_num_threads();
+    if a.json {
+        let v = json!({
+            "model": name,
+            "threads": threads,
+            "simd": quill::kernels::simd_level(),
+            "read_bandwidth_gb_s": bw / 1e9,
+            "decode_weight_bytes": wbytes,
+            "roofline_tokens_per_s": roofline,
+            "prefill_tokens": m.prefill_tokens,
+            "prefill_tokens_per_s": m.prefill_tokens_per_s,
+            "decode_tokens": m.decode_tokens,
+            "decode_tokens_per_s": m.decode_tokens_per_s,
+            "roofline_fraction": m.decode_tokens_per_s / roofline,
+            "batch_sweep": sweep.iter().map(|(b, t)| json!({"batch": b, "tokens_per_s": t})).collect::<Vec<_>>(),
+            "peak_rss_bytes": peak_rss(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("model            {name}");
+    println!(
+        "threads / simd   {threads} / {}",
+        quill::kernels::simd_level()
+    );
+    println!("read bandwidth   {:.1} GB/s", bw / 1e9);
+    println!("weights/token    {:.1} MB", wbytes as f64 / 1e6);
+    println!("roofline         {roofline:.1} tokens/s (bandwidth / weight bytes)");
+    println!(
+        "prefill          {:.1} tokens/s ({} tokens in one pass)",
+        m.prefill_tokens_per_s, m.prefill_tokens
+    );
+    println!(
+        "decode           {:.1} tokens/s ({:.0}% of roofline)",
+        m.decode_tokens_per_s,
+        100.0 * m.decode_tokens_per_s / roofline
+    );
+    for (b, t) in &sweep {
+        println!("batch {b:<3}        {t:.1} tokens/s total");
+    }
+    if let Some(rss) = peak_rss() {
+        println!("peak RSS         {:.1} MB", rss as f64 / 1e6);
+    }
+    Ok(())
+}
+
+/// Peak resident set size from /proc (Linux); None elsewhere.
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
