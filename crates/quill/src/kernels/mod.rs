@@ -25,11 +25,23 @@ pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
     let tile = TILE_ROWS.min(n_out.max(1));
     let work = |(ti, wt): (usize, &[f32]), o_buf: &mut [f32]| {
         let o0 = ti * tile;
-        let nt = wt.len() / n_in.max(1);
-        for (r, xr) in x.chunks_exact(n_in).enumerate() {
-            let dst = &mut o_buf[r * tile..r * tile + nt];
+        let xs: Vec<&[f32]> = x.chunks_exact(n_in).collect();
+        // Four input rows share each weight load; leftover rows go one at a time. Both paths
+        // compute an output identically (see `simd::dot4`).
+        let mut r = 0;
+        while r + 4 <= rows {
             for (j, wr) in wt.chunks_exact(n_in).enumerate() {
-                dst[j] = dot(xr, wr) + bias.map_or(0.0, |b| b[o0 + j]);
+                let d = simd::dot4([xs[r], xs[r + 1], xs[r + 2], xs[r + 3]], wr);
+                let b = bias.map_or(0.0, |b| b[o0 + j]);
+                for (k, v) in d.iter().enumerate() {
+                    o_buf[(r + k) * tile + j] = v + b;
+                }
+            }
+            r += 4;
+        }
+        for (rr, xr) in xs.iter().enumerate().skip(r) {
+            for (j, wr) in wt.chunks_exact(n_in).enumerate() {
+                o_buf[rr * tile + j] = dot(xr, wr) + bias.map_or(0.0, |b| b[o0 + j]);
             }
         }
     };

@@ -48,6 +48,17 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
+/// Four dot products of the rows `x` against `w`, each bit-identical to [`dot`].
+#[inline]
+pub fn dot4(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
+    match level() {
+        // SAFETY: as in `dot`.
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma => unsafe { dot4_avx2(x, w) },
+        Level::Portable => dot4_portable(x, w),
+    }
+}
+
 /// `y[i] += alpha · x[i]`.
 #[inline]
 pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
@@ -64,53 +75,112 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Eight independent partial sums, combined pairwise: vectorises without FMA hardware.
+/// The portable kernel: the same accumulator layout as the SIMD one (two 8-lane partial sums
+/// over 16-element steps), written so the compiler vectorises it.
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
+    dot4_portable([a, a, a, a], b)[0]
+}
+
+fn dot4_portable(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
+    let n = w.len();
+    let mut out = [0.0f32; 4];
+    for (r, xr) in x.iter().enumerate() {
+        let mut a0 = [0.0f32; 8];
+        let mut a1 = [0.0f32; 8];
+        let mut i = 0;
+        while i + 16 <= n {
+            for k in 0..8 {
+                a0[k] += xr[i + k] * w[i + k];
+                a1[k] += xr[i + 8 + k] * w[i + 8 + k];
+            }
+            i += 16;
         }
+        if i + 8 <= n {
+            for k in 0..8 {
+                a0[k] += xr[i + k] * w[i + k];
+            }
+            i += 8;
+        }
+        let mut v = [0.0f32; 8];
+        for k in 0..8 {
+            v[k] = a0[k] + a1[k];
+        }
+        let mut s = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+        for j in i..n {
+            s += xr[j] * w[j];
+        }
+        out[r] = s;
     }
-    let mut tail = 0.0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        tail += x * y;
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     use std::arch::x86_64::*;
-    let n = a.len().min(b.len());
+    let n = b.len().min(a.len());
     let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
+    let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     let mut i = 0;
-    while i + 32 <= n {
-        for (k, s) in acc.iter_mut().enumerate() {
-            let x = _mm256_loadu_ps(pa.add(i + 8 * k));
-            let y = _mm256_loadu_ps(pb.add(i + 8 * k));
-            *s = _mm256_fmadd_ps(x, y, *s);
-        }
-        i += 32;
+    while i + 16 <= n {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), a0);
+        a1 = _mm256_fmadd_ps(
+            _mm256_loadu_ps(pa.add(i + 8)),
+            _mm256_loadu_ps(pb.add(i + 8)),
+            a1,
+        );
+        i += 16;
     }
-    while i + 8 <= n {
-        let x = _mm256_loadu_ps(pa.add(i));
-        let y = _mm256_loadu_ps(pb.add(i));
-        acc[0] = _mm256_fmadd_ps(x, y, acc[0]);
+    if i + 8 <= n {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), a0);
         i += 8;
     }
-    let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-    let mut total = hsum256(s);
-    while i < n {
-        total += *pa.add(i) * *pb.add(i);
-        i += 1;
+    let mut s = hsum256(_mm256_add_ps(a0, a1));
+    for j in i..n {
+        s += *pa.add(j) * *pb.add(j);
     }
-    total
+    s
+}
+
+/// Four dot products against one shared vector `w`: each output follows exactly the arithmetic
+/// of a single [`dot`] (two 8-lane accumulators over 16-element steps, one 8-element step,
+/// a horizontal sum, then the scalar tail in order), so rows computed four at a time are
+/// bit-identical to rows computed alone. `w` is loaded once for all four.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot4_avx2(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
+    use std::arch::x86_64::*;
+    let n = w.len();
+    let pw = w.as_ptr();
+    let px = [x[0].as_ptr(), x[1].as_ptr(), x[2].as_ptr(), x[3].as_ptr()];
+    let mut a0 = [_mm256_setzero_ps(); 4];
+    let mut a1 = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 16 <= n {
+        let w0 = _mm256_loadu_ps(pw.add(i));
+        let w1 = _mm256_loadu_ps(pw.add(i + 8));
+        for r in 0..4 {
+            a0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(px[r].add(i)), w0, a0[r]);
+            a1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(px[r].add(i + 8)), w1, a1[r]);
+        }
+        i += 16;
+    }
+    if i + 8 <= n {
+        let w0 = _mm256_loadu_ps(pw.add(i));
+        for r in 0..4 {
+            a0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(px[r].add(i)), w0, a0[r]);
+        }
+        i += 8;
+    }
+    let mut out = [0.0f32; 4];
+    for r in 0..4 {
+        let mut s = hsum256(_mm256_add_ps(a0[r], a1[r]));
+        for j in i..n {
+            s += *px[r].add(j) * *pw.add(j);
+        }
+        out[r] = s;
+    }
+    out
 }
 
 #[cfg(target_arch = "x86_64")]
