@@ -286,3 +286,23 @@ fn invalid_sampling_flags_are_rejected() {
         assert!(stderr(&o).contains(want), "{args:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn the_embedded_model_generates_from_an_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = quill()
+        .current_dir(dir.path())
+        .args(["generate", "--prompt", "ROMEO:", "-n", "200", "--seed", "7"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.starts_with("ROMEO:"), "{text:?}");
+    assert_eq!(text.chars().count(), "ROMEO:".len() + 200 + 1);
+    // Shakespeare-like: mostly letters and spaces, several lines.
+    let letters = text.chars().filter(|c| c.is_ascii_alphabetic() || *c == ' ').count();
+    assert!(letters * 10 > text.len() * 7, "{text}");
+    assert!(text.lines().count() >= 3, "{text}");
+    let info = quill().current_dir(dir.path()).arg("info").output().unwrap();
+    assert!(stdout(&info).contains("embedded"), "{}", stdout(&info));
+}
