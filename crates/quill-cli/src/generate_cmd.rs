@@ -37,6 +37,13 @@ pub struct Args {
     /// Do not print the prompt before the generated text.
     #[arg(long)]
     no_echo: bool,
+    /// Generate for every prompt in FILE (one per line, or JSON Lines with per-prompt
+    /// settings), batched, writing JSON Lines results to stdout.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["prompt", "num_beams"])]
+    prompts_file: Option<std::path::PathBuf>,
+    /// Sequences generated together with --prompts-file.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
 }
 
 /// Reads the prompt argument: text, `-` (stdin) or `@FILE`.
@@ -61,6 +68,22 @@ pub fn read_prompt(arg: &str) -> anyhow::Result<String> {
 const SEPARATOR: &str = "---------------";
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(path) = &a.prompts_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading prompts file {}", path.display()))?;
+        let specs = crate::prompts_file::parse(&text)?;
+        let (seed, _) = a.sampling.seed();
+        let sampler = a.sampling.sampler(seed)?;
+        let loaded = a.model.load()?;
+        let eos = loaded
+            .tokenizer
+            .as_ref()
+            .map(Tokenizer::eos_ids)
+            .unwrap_or_default();
+        let params = a.sampling.params(sampler, eos)?;
+        let mut out = std::io::stdout().lock();
+        return crate::prompts_file::run(&loaded, &specs, &params, a.batch_size, &mut out);
+    }
     let prompt = read_prompt(&a.prompt)?;
     let (seed, seed_given) = a.sampling.seed();
     let sampler = a.sampling.sampler(seed)?;

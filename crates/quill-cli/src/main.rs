@@ -5,6 +5,7 @@ mod bench_cmd;
 mod generate_cmd;
 mod info_cmd;
 mod output;
+mod prompts_file;
 mod sampling_args;
 
 use std::path::PathBuf;

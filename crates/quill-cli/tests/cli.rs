@@ -300,9 +300,81 @@ fn the_embedded_model_generates_from_an_empty_directory() {
     assert!(text.starts_with("ROMEO:"), "{text:?}");
     assert_eq!(text.chars().count(), "ROMEO:".len() + 200 + 1);
     // Shakespeare-like: mostly letters and spaces, several lines.
-    let letters = text.chars().filter(|c| c.is_ascii_alphabetic() || *c == ' ').count();
+    let letters = text
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic() || *c == ' ')
+        .count();
     assert!(letters * 10 > text.len() * 7, "{text}");
     assert!(text.lines().count() >= 3, "{text}");
-    let info = quill().current_dir(dir.path()).arg("info").output().unwrap();
+    let info = quill()
+        .current_dir(dir.path())
+        .arg("info")
+        .output()
+        .unwrap();
     assert!(stdout(&info).contains("embedded"), "{}", stdout(&info));
+}
+
+#[test]
+fn prompts_file_batches_equal_individual_runs() {
+    let m = char_model();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("prompts.jsonl");
+    std::fs::write(
+        &f,
+        "{\"prompt\": \"ROMEO:\", \"seed\": 3}\n{\"prompt\": \"K\", \"num_samples\": 2, \"seed\": 9, \"max_new_tokens\": 12}\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "generate",
+        "--model",
+        &m,
+        "--prompts-file",
+        f.to_str().unwrap(),
+        "-n",
+        "25",
+        "--batch-size",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    for (row, (prompt, seed, n)) in
+        rows.iter()
+            .zip([("ROMEO:", "3", "25"), ("K", "9", "12"), ("K", "10", "12")])
+    {
+        let alone = run(&[
+            "generate",
+            "--model",
+            &m,
+            "-p",
+            prompt,
+            "--seed",
+            seed,
+            "-n",
+            n,
+            "--no-echo",
+        ]);
+        assert_eq!(
+            format!("{}\n", row["text"].as_str().unwrap()),
+            stdout(&alone),
+            "{row}"
+        );
+        assert_eq!(row["prompt"], prompt);
+    }
+    std::fs::write(&f, "{\"prompt\": 1}\n").unwrap();
+    let o = run(&[
+        "generate",
+        "--model",
+        &m,
+        "--prompts-file",
+        f.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("line 1"),
+        "{}",
+        stderr(&o)
+    );
 }
