@@ -9,6 +9,7 @@ use quill::sampling::TokenLogprobs;
 use quill::{Event, Generation, Tokenizer};
 use serde_json::json;
 
+use crate::hipgpt_args::HipGptArgs;
 use crate::output::emit;
 use crate::sampling_args::SamplingArgs;
 use crate::ModelArgs;
@@ -22,6 +23,8 @@ pub struct Args {
     prompt: String,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    hipgpt: HipGptArgs,
     /// Sequences to generate for the prompt; sequence i uses seed + i.
     #[arg(long, default_value_t = 1)]
     num_return_sequences: usize,
@@ -67,7 +70,8 @@ pub fn read_prompt(arg: &str) -> anyhow::Result<String> {
 
 const SEPARATOR: &str = "---------------";
 
-pub fn run(a: Args) -> anyhow::Result<()> {
+pub fn run(mut a: Args) -> anyhow::Result<()> {
+    let hip = a.hipgpt.apply(&mut a.model, &mut a.sampling)?;
     if let Some(path) = &a.prompts_file {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading prompts file {}", path.display()))?;
@@ -91,7 +95,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bail!("invalid --num-return-sequences 0: must be >= 1");
     }
     let t_load = Instant::now();
-    let loaded = a.model.load()?;
+    let mut loaded = a.model.load()?;
+    if let Some(h) = &hip {
+        h.fit_window(&mut loaded)?;
+    }
     let load_ms = t_load.elapsed().as_secs_f64() * 1e3;
     let tok = loaded.tokenizer.as_ref().with_context(|| {
         format!(
@@ -148,7 +155,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         if params.logprobs.is_some() {
             run_json(gen, tok, &mut out)?;
         } else {
-            if !a.no_echo {
+            if hip.is_some() {
+                // HipGPT's output format.
+                emit(&mut out, &format!("Prompt: {prompt}\nGenerated: "))?;
+            } else if !a.no_echo {
                 emit(&mut out, &prompt)?;
             }
             run_text(

@@ -2,10 +2,14 @@
 //! parameters, then prints what the engine reports. No numerics live here.
 
 mod bench_cmd;
+mod chat_cmd;
+mod convert_cmd;
 mod generate_cmd;
+mod hipgpt_args;
 mod info_cmd;
 mod output;
 mod prompts_file;
+mod sample_cmd;
 mod sampling_args;
 
 use std::path::PathBuf;
@@ -33,8 +37,8 @@ struct Cli {
 #[derive(clap::Args, Debug, Clone)]
 struct ModelArgs {
     /// Model file or folder: Hugging Face folder, model.safetensors, pytorch_model.bin, nanoGPT
-    /// ckpt.pt or out_dir, Mini-LLM ckpt.pt. The format is detected from the contents. Absent:
-    /// the embedded default model.
+    /// ckpt.pt or out_dir, Mini-LLM ckpt.pt, llm.c .bin, HipGPT run folder or its config JSON.
+    /// The format is detected from the contents. Absent: the embedded default model.
     #[arg(long, short = 'm', value_name = "PATH")]
     model: Option<PathBuf>,
     /// Tokenizer to use instead of the one found with the model (tokenizer.json, vocab.json with
@@ -49,8 +53,15 @@ enum Command {
     Generate(Box<generate_cmd::Args>),
     /// Describe a model: format, architecture, parameters, dtype, tokenizer.
     Info(info_cmd::Args),
+    /// Chat with a model through its chat template: one user turn per input line, with history.
+    Chat(Box<chat_cmd::Args>),
+    /// Write a loadable model to safetensors (a Hugging Face folder) or GGUF.
+    Convert(convert_cmd::Args),
     /// Measure prefill and decode speed against the machine's memory-bandwidth roofline.
     Bench(bench_cmd::Args),
+    /// nanoGPT's sample.py: `--key=value` settings (init_from, out_dir, start, num_samples,
+    /// max_new_tokens, temperature, top_k, seed, device, dtype, compile); `--help` lists them.
+    Sample(sample_cmd::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -72,6 +83,9 @@ fn main() -> std::process::ExitCode {
         Command::Bench(a) => bench_cmd::run(a),
         Command::Generate(a) => generate_cmd::run(*a),
         Command::Info(a) => info_cmd::run(a),
+        Command::Chat(a) => chat_cmd::run(*a),
+        Command::Convert(a) => convert_cmd::run(a),
+        Command::Sample(a) => sample_cmd::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

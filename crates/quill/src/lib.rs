@@ -7,8 +7,10 @@
 //! tokenizer; [`generate`] drives the loop and reports progress as events.
 
 pub mod bench;
+pub mod chat;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod formats;
 pub mod generate;
 pub mod kernels;

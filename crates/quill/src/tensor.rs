@@ -17,17 +17,61 @@ pub enum DType {
     I64,
     I32,
     U8,
+    /// llama.cpp block formats (GGUF): 32-value blocks ...
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    /// ... and 256-value K-quant super-blocks.
+    Q4K,
+    Q5K,
+    Q6K,
 }
 
 impl DType {
-    /// Size of one element in bytes.
+    /// Size of one element in bytes; for a block-quantized type, of one block of
+    /// [`DType::block_elems`] elements (use [`DType::bytes_for`] for a count of elements).
     pub fn size(self) -> usize {
+        self.block_bytes()
+    }
+
+    /// Elements per block: 1 for plain types, 32 or 256 for block-quantized ones.
+    pub fn block_elems(self) -> usize {
+        match self {
+            DType::Q8_0 | DType::Q4_0 | DType::Q4_1 => 32,
+            DType::Q4K | DType::Q5K | DType::Q6K => 256,
+            _ => 1,
+        }
+    }
+
+    /// Bytes per block (per element for plain types).
+    pub fn block_bytes(self) -> usize {
         match self {
             DType::F32 | DType::I32 => 4,
             DType::F16 | DType::BF16 => 2,
             DType::F64 | DType::I64 => 8,
             DType::U8 => 1,
+            DType::Q8_0 => 34,
+            DType::Q4_0 => 18,
+            DType::Q4_1 => 20,
+            DType::Q4K => 144,
+            DType::Q5K => 176,
+            DType::Q6K => 210,
         }
+    }
+
+    /// Whether elements are stored in quantized blocks (not addressable one by one).
+    pub fn is_quantized(self) -> bool {
+        self.block_elems() > 1
+    }
+
+    /// Bytes taken by `n` elements, or `None` if `n` is not a whole number of blocks (or
+    /// overflows).
+    pub fn bytes_for(self, n: usize) -> Option<usize> {
+        let be = self.block_elems();
+        if n % be != 0 {
+            return None;
+        }
+        (n / be).checked_mul(self.block_bytes())
     }
 
     pub fn name(self) -> &'static str {
@@ -39,6 +83,12 @@ impl DType {
             DType::I64 => "i64",
             DType::I32 => "i32",
             DType::U8 => "u8",
+            DType::Q8_0 => "q8_0",
+            DType::Q4_0 => "q4_0",
+            DType::Q4_1 => "q4_1",
+            DType::Q4K => "q4_k",
+            DType::Q5K => "q5_k",
+            DType::Q6K => "q6_k",
         }
     }
 }
@@ -151,6 +201,40 @@ impl RawTensor {
         if self.numel() == 0 {
             return Ok(());
         }
+        if self.dtype.is_quantized() {
+            let cols = self.shape.last().copied().unwrap_or(1);
+            let bytes = self
+                .dtype
+                .bytes_for(self.numel())
+                .filter(|_| self.is_contiguous() && cols % self.dtype.block_elems() == 0)
+                .ok_or_else(|| {
+                    Error::tensor(
+                        path,
+                        name,
+                        format!(
+                            "{} rows must be contiguous whole blocks of {} values, shape {:?}",
+                            self.dtype,
+                            self.dtype.block_elems(),
+                            self.shape
+                        ),
+                    )
+                })?;
+            let end = self
+                .offset
+                .checked_add(bytes)
+                .ok_or_else(|| Error::tensor(path, name, "offset overflows"))?;
+            let have = self.bytes.as_slice().len();
+            if end > have {
+                return Err(Error::tensor(
+                    path,
+                    name,
+                    format!(
+                        "needs bytes up to {end} but its storage holds {have} (file truncated?)"
+                    ),
+                ));
+            }
+            return Ok(());
+        }
         let mut last = 0usize;
         for (&d, &s) in self.shape.iter().zip(&self.strides) {
             last = (d - 1)
@@ -175,7 +259,14 @@ impl RawTensor {
 
     /// Converts to a contiguous row-major `Vec<f32>`, honouring strides and offset.
     /// The caller must have called [`RawTensor::check_bounds`].
+    /// Block-quantized tensors are not converted here (see `kernels::quant`): an error.
     pub fn to_f32(&self) -> Result<Vec<f32>> {
+        if self.dtype.is_quantized() {
+            return Err(Error::Request(format!(
+                "a {} tensor is block-quantized; dequantize it with kernels::quant",
+                self.dtype
+            )));
+        }
         let n = self.numel();
         let esz = self.dtype.size();
         let data = self.bytes.as_slice();
@@ -194,6 +285,7 @@ impl RawTensor {
                 }
                 DType::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32,
                 DType::U8 => b[0] as f32,
+                _ => 0.0,
             }
         };
         let mut out = Vec::with_capacity(n);

@@ -112,8 +112,10 @@ fn non_model_files_are_identified() {
     assert!(matches!(e, Error::UnknownFormat { .. }), "{e:?}");
     let gguf = dir.path().join("m.bin");
     std::fs::write(&gguf, b"GGUF\x03\x00\x00\x00rest").unwrap();
-    let (e, _) = err_text(load_path(&gguf));
-    assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    // GGUF is supported: a truncated one is a format error naming the file and the field.
+    let (e, s) = err_text(load_path(&gguf));
+    assert!(matches!(e, Error::Format { .. }), "{e:?}");
+    assert!(s.contains("m.bin") && s.contains("tensor_count"), "{s}");
     let (e, s) = err_text(load_path(dir.path()));
     assert!(matches!(e, Error::UnknownFormat { .. }), "{e:?}");
     assert!(s.contains("config.json") && s.contains("ckpt.pt"), "{s}");

@@ -5,7 +5,9 @@
 //! - [`pickle`]: a safe unpickler (no code execution) producing [`PyValue`]s.
 //! - [`torch`]: PyTorch zip checkpoints (`torch.save` since 1.6).
 //! - [`safetensors`]: single-file and sharded safetensors.
+//! - [`gguf`]: llama.cpp's GGUF (metadata, tensor infos, quantized blocks; plus a writer).
 
+pub mod gguf;
 pub mod pickle;
 pub mod pyobj;
 pub mod safetensors;

@@ -5,6 +5,7 @@
 //! Conventions: activations are row-major `[rows, cols]` slices of f32; weight matrices are
 //! `[out, in]` (nn.Linear orientation) so that every output is one contiguous dot product.
 
+pub mod quant;
 mod simd;
 mod weights;
 
@@ -14,6 +15,9 @@ pub use weights::{Matrix, WeightData};
 /// `out[t, o] = Σ_i x[t, i] · w[o, i] (+ bias[o])` for `t` in `0..rows`.
 /// x: [rows, w.cols], out: [rows, w.rows].
 pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
+    if let WeightData::Quant(q) = &w.data {
+        return quant::matmul(x, q, bias, out);
+    }
     let (n_out, n_in) = (w.rows, w.cols);
     debug_assert_eq!(x.len() % n_in.max(1), 0);
     let rows = x.len() / n_in.max(1);

@@ -2,6 +2,7 @@
 //! checkpoint already stores contiguous little-endian f32 at an aligned offset, a view straight
 //! into the memory-mapped file (no copy).
 
+use super::quant::QuantMatrix;
 use crate::tensor::Bytes;
 
 /// The storage behind a [`Matrix`].
@@ -14,6 +15,8 @@ pub enum WeightData {
         offset: usize,
         len: usize,
     },
+    /// Block-quantized rows (GGUF), used by the quantized kernels without dequantizing.
+    Quant(QuantMatrix),
 }
 
 impl WeightData {
@@ -36,8 +39,11 @@ impl WeightData {
         })
     }
 
+    /// The f32 values. Quantized data has none: an empty slice (callers dispatch on
+    /// [`WeightData::Quant`] first, as [`super::matmul`] and [`Matrix::row_into`] do).
     pub fn as_slice(&self) -> &[f32] {
         match self {
+            WeightData::Quant(_) => &[],
             WeightData::Owned(v) => v,
             WeightData::Mapped { bytes, offset, len } => {
                 let data = &bytes.as_slice()[*offset..*offset + *len * 4];
@@ -49,7 +55,10 @@ impl WeightData {
     }
 
     pub fn is_mapped(&self) -> bool {
-        matches!(self, WeightData::Mapped { .. })
+        match self {
+            WeightData::Quant(q) => q.is_mapped(),
+            _ => matches!(self, WeightData::Mapped { .. }),
+        }
     }
 }
 
@@ -75,18 +84,51 @@ impl Matrix {
         self.data.as_slice()
     }
 
-    /// Row `r` as a slice of `cols` values.
+    /// A quantized matrix over `q`'s rows.
+    pub fn quantized(q: QuantMatrix) -> Self {
+        Matrix {
+            rows: q.rows,
+            cols: q.cols,
+            data: WeightData::Quant(q),
+        }
+    }
+
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.data, WeightData::Quant(_))
+    }
+
+    /// The same matrix with f32 storage (a copy when quantized).
+    pub fn to_f32(&self) -> Matrix {
+        match &self.data {
+            WeightData::Quant(_) => {
+                let mut v = vec![0.0; self.rows * self.cols];
+                for (r, row) in v.chunks_exact_mut(self.cols.max(1)).enumerate() {
+                    self.row_into(r, row);
+                }
+                Matrix::from_vec(self.rows, self.cols, v)
+            }
+            _ => self.clone(),
+        }
+    }
+
+    /// Row `r` as a slice of `cols` values (f32 storage only; see [`Matrix::row_into`]).
     pub fn row(&self, r: usize) -> &[f32] {
         &self.as_slice()[r * self.cols..(r + 1) * self.cols]
     }
 
     /// Writes row `r` as f32 into `out` [cols] (dequantizing when the storage is quantized).
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
-        out.copy_from_slice(self.row(r));
+        match &self.data {
+            WeightData::Quant(q) => q.row_into(r, out),
+            _ => out.copy_from_slice(self.row(r)),
+        }
     }
 
     /// Bytes of weight data read by one pass over the matrix (the decode roofline's numerator).
     pub fn weight_bytes(&self) -> usize {
-        self.rows * self.cols * 4
+        match &self.data {
+            WeightData::Quant(q) => q.weight_bytes(),
+            _ => self.rows * self.cols * 4,
+        }
     }
 }

@@ -7,11 +7,20 @@
 //!   files directly, with `config.json` beside it;
 //! - a nanoGPT `ckpt.pt` (or its `out_dir`), with `data/<dataset>/meta.pkl` when present;
 //! - a Mini-LLM `ckpt.pt` (Llama style, `model_args` a pickled dataclass);
+//! - a HipGPT run: its `<run>_step<N>_config.json` / `latest_config.json`, or the run directory;
+//! - an llm.c model `.bin` (version 3 float32, version 5 bfloat16);
+//! - a llama.cpp GGUF file (`llama` or `gpt2` architecture; quantized weights stay quantized),
+//!   with the tokenizer and chat template from its metadata;
 //! - the embedded default model (a character-level GPT trained on tiny Shakespeare).
 
 mod embedded;
+mod gguf;
 mod hf;
+mod hipgpt;
+mod llmc;
 mod nanogpt;
+
+pub use hipgpt::resolve_run as hipgpt_run_config;
 
 use std::path::{Path, PathBuf};
 
@@ -62,6 +71,8 @@ pub struct LoadedModel {
     /// `None` when no tokenizer belongs with the checkpoint (ids can still be run).
     pub tokenizer: Option<Tokenizer>,
     pub info: ModelInfo,
+    /// The chat template the checkpoint ships with (GGUF `tokenizer.chat_template`).
+    pub chat: Option<crate::chat::ChatTemplate>,
 }
 
 /// A checkpoint read from disk but not yet turned into a [`Model`].
@@ -75,11 +86,17 @@ pub(crate) struct Parsed {
 
 /// Loads a model from `source`.
 pub fn load(source: &ModelSource, opts: &LoadOptions) -> Result<LoadedModel> {
-    let (parsed, path) = match source {
-        ModelSource::Embedded => (embedded::parse()?, "(embedded)".to_string()),
-        ModelSource::Path(p) => (parse_path(p)?, p.display().to_string()),
+    let (parsed, path, chat) = match source {
+        ModelSource::Embedded => (embedded::parse()?, "(embedded)".to_string(), None),
+        ModelSource::Path(p) if p.is_file() && sniff_file(p)? == FileKind::Gguf => {
+            let (parsed, chat) = gguf::parse(p)?;
+            (parsed, p.display().to_string(), chat)
+        }
+        ModelSource::Path(p) => (parse_path(p)?, p.display().to_string(), None),
     };
-    finish(parsed, path, opts)
+    let mut loaded = finish(parsed, path, opts)?;
+    loaded.chat = chat;
+    Ok(loaded)
 }
 
 fn finish(parsed: Parsed, path: String, opts: &LoadOptions) -> Result<LoadedModel> {
@@ -127,6 +144,7 @@ fn finish(parsed: Parsed, path: String, opts: &LoadOptions) -> Result<LoadedMode
             tokenizer: tok_desc,
             memory_mapped,
         },
+        chat: None,
     })
 }
 
@@ -141,9 +159,15 @@ fn parse_path(path: &Path) -> Result<Parsed> {
         if ckpt.is_file() {
             return nanogpt::parse(&ckpt);
         }
+        let hip = path.join("latest_config.json");
+        if hip.is_file() {
+            return hipgpt::parse_config(&hip);
+        }
         return Err(Error::UnknownFormat {
             path: path.into(),
-            detail: "a folder with neither config.json (Hugging Face) nor ckpt.pt (nanoGPT)".into(),
+            detail: "a folder with neither config.json (Hugging Face), ckpt.pt (nanoGPT) nor \
+                     latest_config.json (HipGPT run)"
+                .into(),
         });
     }
     match sniff_file(path)? {
@@ -153,14 +177,9 @@ fn parse_path(path: &Path) -> Result<Parsed> {
             path: path.into(),
             detail: "a plain pickle (like nanoGPT's meta.pkl), not model weights".into(),
         }),
-        FileKind::Gguf => Err(Error::Unsupported {
-            path: path.into(),
-            detail: "GGUF files are not supported yet".into(),
-        }),
-        FileKind::LlmcModel => Err(Error::Unsupported {
-            path: path.into(),
-            detail: "llm.c model files are not supported yet".into(),
-        }),
+        FileKind::Gguf => gguf::parse(path).map(|(parsed, _)| parsed),
+        FileKind::LlmcModel => llmc::parse(path),
+        FileKind::Unknown if hipgpt::is_config(path) => hipgpt::parse_config(path),
         FileKind::Unknown => Err(Error::UnknownFormat {
             path: path.into(),
             detail: "not safetensors, a PyTorch zip checkpoint, GGUF or llm.c (checked the \
@@ -174,8 +193,29 @@ fn parse_path(path: &Path) -> Result<Parsed> {
 /// it) or a nanoGPT `meta.pkl`, told apart by content.
 pub fn tokenizer_from_file(path: &Path) -> Result<Tokenizer> {
     std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if sniff_file(path)? == FileKind::Pickle {
-        return nanogpt::char_tokenizer(path);
+    match sniff_file(path)? {
+        FileKind::Pickle => return nanogpt::char_tokenizer(path),
+        FileKind::Gguf => {
+            return Tokenizer::from_gguf(path)?.ok_or_else(|| {
+                Error::format(
+                    path,
+                    "GGUF",
+                    "no `tokenizer.ggml.model`: the file has no vocabulary",
+                )
+            })
+        }
+        _ => {}
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if crate::tokenizer::is_llmc_tokenizer(&bytes) {
+        let t = crate::tokenizer::LlmcTokenizer::from_bytes(path, &bytes)?;
+        return Ok(Tokenizer::Llmc(Box::new(t)));
+    }
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+        if crate::tokenizer::is_hipgpt_json(&v) {
+            let t = crate::tokenizer::HipGptTokenizer::from_json(path, &v)?;
+            return Ok(Tokenizer::HipGpt(t));
+        }
     }
     let merges = path.with_file_name("merges.txt");
     let looks_like_vocab = path.file_name().is_some_and(|n| n == "vocab.json");

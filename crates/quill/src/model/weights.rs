@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Activation, ModelConfig, NormKind};
 use crate::error::{Error, Result};
+use crate::kernels::quant::{QuantMatrix, QuantPart};
 use crate::kernels::{Matrix, WeightData};
 use crate::tensor::{DType, RawTensor, TensorStore};
 
@@ -86,6 +87,14 @@ pub enum Layout {
     HfLlama,
     /// Meta / Mini-LLM Llama names, nn.Linear orientation, interleaved RoPE.
     MetaLlama,
+    /// llama.cpp GGUF `llama` names (`blk.N.attn_q`, ...), `[out, in]`, interleaved RoPE;
+    /// block-quantized matrices stay quantized.
+    GgufLlama,
+    /// llama.cpp GGUF `gpt2` names (`blk.N.attn_qkv`, `position_embd`, ...), `[out, in]`.
+    GgufGpt2,
+    /// HipGPT: GPT-2 names as its loader assigns them, every matrix `[in, out]` (the untied
+    /// `lm_head.weight` too), no final norm when the config says so.
+    HipGpt,
 }
 
 /// Orientation of a stored matrix.
@@ -110,7 +119,9 @@ impl<'a> Fetch<'a> {
             Error::tensor(&self.path, name, "missing (the architecture needs it)")
         })?;
         t.check_bounds(&self.path, name)?;
-        if !matches!(t.dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) {
+        if !matches!(t.dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64)
+            && !crate::kernels::quant::is_supported(t.dtype)
+        {
             return Err(Error::tensor(
                 &self.path,
                 name,
@@ -159,6 +170,19 @@ impl<'a> Fetch<'a> {
             Orient::InOut => [cols, rows],
         };
         self.check_shape(name, t, &stored)?;
+        if t.dtype.is_quantized() {
+            // Block-quantized rows are used in place by the quantized kernels.
+            return QuantPart::new(t.dtype, rows, cols, &t.bytes, t.offset)
+                .filter(|_| orient == Orient::OutIn)
+                .map(|p| Matrix::quantized(QuantMatrix::new(cols, vec![p])))
+                .ok_or_else(|| {
+                    Error::tensor(
+                        &self.path,
+                        name,
+                        format!("{} data must be [out, in] whole-block rows", t.dtype),
+                    )
+                });
+        }
         if orient == Orient::OutIn && t.dtype == DType::F32 && t.is_contiguous() {
             if let Some(data) = WeightData::try_map(&t.bytes, t.offset, rows * cols) {
                 return Ok(Matrix { rows, cols, data });
@@ -175,10 +199,29 @@ impl<'a> Fetch<'a> {
     /// Several matrices stacked along the output dimension into one.
     fn stacked(&mut self, parts: &[(&str, usize)], cols: usize, orient: Orient) -> Result<Matrix> {
         let rows: usize = parts.iter().map(|p| p.1).sum();
-        let mut data = Vec::with_capacity(rows * cols);
-        for &(name, r) in parts {
-            let m = self.matrix(name, r, cols, orient)?;
-            data.extend_from_slice(m.as_slice());
+        let mats = parts
+            .iter()
+            .map(|&(name, r)| self.matrix(name, r, cols, orient))
+            .collect::<Result<Vec<_>>>()?;
+        // All quantized: stack the parts without copying (their block types may differ).
+        let quant: Vec<QuantPart> = mats
+            .iter()
+            .filter_map(|m| match &m.data {
+                WeightData::Quant(q) => Some(q.parts.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if mats.iter().all(Matrix::is_quantized) {
+            return Ok(Matrix::quantized(QuantMatrix::new(cols, quant)));
+        }
+        let mut data = vec![0.0; rows * cols];
+        let mut at = 0;
+        for m in &mats {
+            for r in 0..m.rows {
+                m.row_into(r, &mut data[(at + r) * cols..][..cols]);
+            }
+            at += m.rows;
         }
         Ok(Matrix::from_vec(rows, cols, data))
     }
@@ -203,15 +246,16 @@ pub fn build(store: &TensorStore, cfg: &ModelConfig, layout: Layout) -> Result<W
         used: BTreeSet::new(),
     };
     let w = match layout {
-        Layout::NanoGpt | Layout::HfGpt2 => gpt2(&mut f, cfg, layout)?,
-        Layout::HfLlama | Layout::MetaLlama => llama(&mut f, cfg, layout)?,
+        Layout::NanoGpt | Layout::HfGpt2 | Layout::HipGpt => gpt2(&mut f, cfg, layout)?,
+        Layout::HfLlama | Layout::MetaLlama | Layout::GgufLlama => llama(&mut f, cfg, layout)?,
+        Layout::GgufGpt2 => gguf_gpt2(&mut f, cfg)?,
     };
     Ok(w)
 }
 
 fn gpt2(f: &mut Fetch, cfg: &ModelConfig, layout: Layout) -> Result<Weights> {
     let (c, ff, v) = (cfg.d_model, cfg.d_ff, cfg.vocab_size);
-    let orient = if layout == Layout::HfGpt2 {
+    let orient = if matches!(layout, Layout::HfGpt2 | Layout::HipGpt) {
         Orient::InOut
     } else {
         Orient::OutIn
@@ -255,12 +299,21 @@ fn gpt2(f: &mut Fetch, cfg: &ModelConfig, layout: Layout) -> Result<Weights> {
             down: linear(f, &format!("{b}.mlp.c_proj"), c, ff)?,
         });
     }
-    let final_norm = Some(norm(f, &format!("{p}ln_f"))?);
+    let final_norm = if cfg.final_norm {
+        Some(norm(f, &format!("{p}ln_f"))?)
+    } else {
+        None
+    };
+    let head_orient = if layout == Layout::HipGpt {
+        Orient::InOut
+    } else {
+        Orient::OutIn
+    };
     let head = if cfg.tied_head {
         None
     } else {
         Some(Linear {
-            w: f.matrix("lm_head.weight", v, c, Orient::OutIn)?,
+            w: f.matrix("lm_head.weight", v, c, head_orient)?,
             b: None,
         })
     };
@@ -309,6 +362,21 @@ fn llama(f: &mut Fetch, cfg: &ModelConfig, layout: Layout) -> Result<Weights> {
             norm: "model.norm.weight",
             head: "lm_head.weight",
             block: "model.layers",
+        },
+        Layout::GgufLlama => Names {
+            emb: "token_embd.weight",
+            q: "attn_q",
+            k: "attn_k",
+            v: "attn_v",
+            o: "attn_output",
+            gate: "ffn_gate",
+            up: "ffn_up",
+            down: "ffn_down",
+            n1: "attn_norm",
+            n2: "ffn_norm",
+            norm: "output_norm.weight",
+            head: "output.weight",
+            block: "blk",
         },
         _ => Names {
             emb: "tok_embeddings.weight",
@@ -375,6 +443,58 @@ fn llama(f: &mut Fetch, cfg: &ModelConfig, layout: Layout) -> Result<Weights> {
     Ok(Weights {
         tok_emb,
         pos_emb: None,
+        blocks,
+        final_norm,
+        head,
+    })
+}
+
+/// GGUF `gpt2`: fused `attn_qkv`, learned `position_embd`, LayerNorms and linears with biases.
+fn gguf_gpt2(f: &mut Fetch, cfg: &ModelConfig) -> Result<Weights> {
+    let (c, ff, v) = (cfg.d_model, cfg.d_ff, cfg.vocab_size);
+    let (nb, lb) = (cfg.norm_bias, cfg.linear_bias);
+    let norm = |f: &mut Fetch, name: &str| -> Result<Norm> {
+        Ok(Norm {
+            weight: f.vector(&format!("{name}.weight"), c)?,
+            bias: f.opt_vector(&format!("{name}.bias"), c, nb)?,
+        })
+    };
+    let linear = |f: &mut Fetch, name: &str, out: usize, inp: usize| -> Result<Linear> {
+        Ok(Linear {
+            w: f.matrix(&format!("{name}.weight"), out, inp, Orient::OutIn)?,
+            b: f.opt_vector(&format!("{name}.bias"), out, lb)?,
+        })
+    };
+    let tok_emb = f.matrix("token_embd.weight", v, c, Orient::OutIn)?;
+    // Positions are added row by row as f32.
+    let pos_emb = Some(
+        f.matrix("position_embd.weight", cfg.context_length, c, Orient::OutIn)?
+            .to_f32(),
+    );
+    let mut blocks = Vec::with_capacity(cfg.n_layer);
+    for i in 0..cfg.n_layer {
+        let b = format!("blk.{i}");
+        blocks.push(Block {
+            attn_norm: norm(f, &format!("{b}.attn_norm"))?,
+            qkv: linear(f, &format!("{b}.attn_qkv"), 3 * c, c)?,
+            attn_out: linear(f, &format!("{b}.attn_output"), c, c)?,
+            mlp_norm: norm(f, &format!("{b}.ffn_norm"))?,
+            up: linear(f, &format!("{b}.ffn_up"), ff, c)?,
+            down: linear(f, &format!("{b}.ffn_down"), c, ff)?,
+        });
+    }
+    let final_norm = Some(norm(f, "output_norm")?);
+    let head = if cfg.tied_head {
+        None
+    } else {
+        Some(Linear {
+            w: f.matrix("output.weight", v, c, Orient::OutIn)?,
+            b: None,
+        })
+    };
+    Ok(Weights {
+        tok_emb,
+        pos_emb,
         blocks,
         final_norm,
         head,

@@ -3,15 +3,22 @@
 //!   GPT-2 `vocab.json` + `merges.txt` pair, through the `tokenizers` crate;
 //! - GPT-2's BPE as tiktoken has it (nanoGPT's fallback when a checkpoint has no `meta.pkl`),
 //!   through `tiktoken-rs`'s bundled `r50k_base` (identical to tiktoken's `gpt2`);
-//! - nanoGPT's character-level vocabulary from `meta.pkl`.
+//! - nanoGPT's character-level vocabulary from `meta.pkl`;
+//! - HipGPT's word-level BPE (`tokenizer.json` with `stoi_to_token` / `merge_rank`);
+//! - llm.c's tokenizer `.bin` (byte strings per id; encodes only GPT-2's vocabulary).
 //!
 //! Decoding for display goes through [`TextStream`], which never emits a broken UTF-8 character.
 
 mod char_level;
+pub(crate) mod gguf;
 mod hf;
+mod hipgpt;
+mod llmc;
 mod stream;
 
 pub use char_level::CharTokenizer;
+pub use hipgpt::{is_hipgpt_json, HipGptTokenizer};
+pub use llmc::{is_llmc_tokenizer, LlmcTokenizer};
 pub use stream::TextStream;
 
 use std::path::Path;
@@ -26,6 +33,10 @@ pub enum Tokenizer {
     Gpt2Tiktoken(Box<tiktoken_rs::CoreBPE>),
     /// nanoGPT character-level vocabulary.
     Char(CharTokenizer),
+    /// HipGPT word-level BPE.
+    HipGpt(HipGptTokenizer),
+    /// llm.c tokenizer `.bin`.
+    Llmc(Box<LlmcTokenizer>),
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -52,6 +63,11 @@ impl Tokenizer {
         hf::from_tokenizer_json(path).map(|t| Tokenizer::Hf(Box::new(t)))
     }
 
+    /// The vocabulary embedded in a GGUF file's metadata (`None` when it has none).
+    pub fn from_gguf(path: &Path) -> Result<Option<Self>> {
+        gguf::from_gguf(&crate::formats::gguf::GgufFile::open(path)?)
+    }
+
     /// GPT-2 style `vocab.json` + `merges.txt`.
     pub fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Self> {
         hf::from_vocab_merges(vocab, merges).map(|t| Tokenizer::Hf(Box::new(t)))
@@ -63,6 +79,8 @@ impl Tokenizer {
             Tokenizer::Hf(t) => t.get_vocab_size(true),
             Tokenizer::Gpt2Tiktoken(_) => GPT2_VOCAB,
             Tokenizer::Char(c) => c.vocab_size(),
+            Tokenizer::HipGpt(t) => t.vocab_size(),
+            Tokenizer::Llmc(t) => t.vocab_size(),
         }
     }
 
@@ -76,6 +94,19 @@ impl Tokenizer {
             ),
             Tokenizer::Gpt2Tiktoken(_) => "GPT-2 BPE (tiktoken gpt2, built in)".to_string(),
             Tokenizer::Char(c) => format!("character-level ({} characters)", c.vocab_size()),
+            Tokenizer::HipGpt(t) => format!(
+                "HipGPT word-level BPE ({} tokens, {} merges)",
+                t.vocab_size(),
+                t.merges()
+            ),
+            Tokenizer::Llmc(t) if t.can_encode() => format!(
+                "llm.c tokenizer.bin ({} tokens; encoded with the built-in GPT-2 BPE)",
+                t.vocab_size()
+            ),
+            Tokenizer::Llmc(t) => format!(
+                "llm.c tokenizer.bin ({} tokens; decode only)",
+                t.vocab_size()
+            ),
         }
     }
 
@@ -90,6 +121,8 @@ impl Tokenizer {
                 .map_err(|e| Error::Tokenizer(format!("cannot encode: {e}"))),
             Tokenizer::Gpt2Tiktoken(b) => Ok(b.encode_with_special_tokens(text)),
             Tokenizer::Char(c) => c.encode(text),
+            Tokenizer::HipGpt(t) => t.encode(text),
+            Tokenizer::Llmc(t) => t.encode(text),
         }
     }
 
@@ -117,6 +150,8 @@ impl Tokenizer {
                 Ok(b._decode_native_and_split(vec![id]).next())
             }
             Tokenizer::Char(c) => c.token_bytes(id).map(Some),
+            Tokenizer::HipGpt(t) => t.token_bytes(id).map(Some),
+            Tokenizer::Llmc(t) => t.token_bytes(id).map(Some),
         }
     }
 
@@ -130,7 +165,8 @@ impl Tokenizer {
         match self {
             Tokenizer::Hf(t) => hf::eos_ids(t),
             Tokenizer::Gpt2Tiktoken(_) => vec![GPT2_EOT],
-            Tokenizer::Char(_) => Vec::new(),
+            Tokenizer::Char(_) | Tokenizer::HipGpt(_) => Vec::new(),
+            Tokenizer::Llmc(t) => vec![t.eot()],
         }
     }
 }

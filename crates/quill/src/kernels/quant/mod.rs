@@ -1,0 +1,222 @@
+//! Block-quantized weight matrices (llama.cpp's GGUF block formats) and the kernels that use
+//! them without dequantizing the whole matrix.
+//!
+//! A [`QuantMatrix`] is one or more row ranges ("parts") of quantized bytes, each borrowed from a
+//! memory-mapped file (several parts let Q, K and V — or gate and up — be used as one stacked
+//! matrix without copying, even when their block types differ).
+//!
+//! [`matmul`] works as llama.cpp's CPU backend does: each activation row is quantized once to
+//! 8-bit blocks (32 values per block for Q8_0/Q4_0/Q4_1, 256 for the K-quants) and every output
+//! is a sum over blocks of integer dot products scaled by the blocks' factors. Blocks are summed
+//! in a fixed order, so results do not depend on threads or batch size.
+//!
+//! Layouts (little-endian; `f16` is IEEE half precision):
+//! - Q8_0 (32 values, 34 bytes): `d: f16, q: [i8; 32]`; `x = d·q`.
+//! - Q4_0 (32 values, 18 bytes): `d: f16, q: [u8; 16]`; value `j` is the low nibble of byte `j`,
+//!   value `j + 16` the high nibble; `x = d·(q − 8)`.
+//! - Q4_1 (32 values, 20 bytes): `d: f16, m: f16, q: [u8; 16]` (nibbles as Q4_0); `x = d·q + m`.
+//! - Q4_K, Q5_K, Q6_K (256 values): see [`kquants`].
+
+mod blocks;
+mod kquants;
+
+use crate::tensor::{Bytes, DType};
+
+/// Values per K-quant super-block.
+pub const QK_K: usize = 256;
+/// Values per Q8_0 / Q4_0 / Q4_1 block.
+pub const QK: usize = 32;
+
+/// A row range of a quantized matrix stored in one file region.
+#[derive(Debug, Clone)]
+pub struct QuantPart {
+    pub dtype: DType,
+    pub rows: usize,
+    bytes: Bytes,
+    offset: usize,
+}
+
+impl QuantPart {
+    /// Borrows `rows` rows of `cols` values of block type `dtype` at `offset` of `bytes`.
+    /// `None` if the type is not a supported block format, `cols` is not a whole number of
+    /// blocks, or the data does not fit inside `bytes`.
+    pub fn new(
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        bytes: &Bytes,
+        offset: usize,
+    ) -> Option<Self> {
+        if !is_supported(dtype) || cols % dtype.block_elems() != 0 {
+            return None;
+        }
+        let row_bytes = cols / dtype.block_elems() * dtype.block_bytes();
+        let end = offset.checked_add(rows.checked_mul(row_bytes)?)?;
+        if end > bytes.as_slice().len() {
+            return None;
+        }
+        Some(QuantPart {
+            dtype,
+            rows,
+            bytes: bytes.clone(),
+            offset,
+        })
+    }
+
+    fn row_bytes(&self, cols: usize) -> usize {
+        cols / self.dtype.block_elems() * self.dtype.block_bytes()
+    }
+
+    fn row(&self, r: usize, cols: usize) -> &[u8] {
+        let rb = self.row_bytes(cols);
+        &self.bytes.as_slice()[self.offset + r * rb..][..rb]
+    }
+
+    pub fn is_mapped(&self) -> bool {
+        self.bytes.is_mapped()
+    }
+}
+
+/// Whether quill has kernels for block type `dtype`.
+pub fn is_supported(dtype: DType) -> bool {
+    matches!(
+        dtype,
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q4K | DType::Q5K | DType::Q6K
+    )
+}
+
+/// A quantized `[rows, cols]` = `[out, in]` matrix made of one or more stacked parts.
+#[derive(Debug, Clone)]
+pub struct QuantMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub parts: Vec<QuantPart>,
+}
+
+impl QuantMatrix {
+    /// Stacks `parts` (each with `cols` columns) along the rows.
+    pub fn new(cols: usize, parts: Vec<QuantPart>) -> Self {
+        QuantMatrix {
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols,
+            parts,
+        }
+    }
+
+    /// Bytes of quantized data read by one pass over the matrix.
+    pub fn weight_bytes(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|p| p.rows * p.row_bytes(self.cols))
+            .sum()
+    }
+
+    pub fn is_mapped(&self) -> bool {
+        self.parts.iter().all(QuantPart::is_mapped)
+    }
+
+    /// The part holding row `r` and the row's index inside it.
+    fn locate(&self, mut r: usize) -> Option<(&QuantPart, usize)> {
+        for p in &self.parts {
+            if r < p.rows {
+                return Some((p, r));
+            }
+            r -= p.rows;
+        }
+        None
+    }
+
+    /// Writes row `r` dequantized into `out` [cols]. Rows past the end give zeros.
+    pub fn row_into(&self, r: usize, out: &mut [f32]) {
+        match self.locate(r) {
+            Some((p, i)) => dequantize_row(p.dtype, p.row(i, self.cols), out),
+            None => out.fill(0.0),
+        }
+    }
+}
+
+/// Dequantizes one row of blocks of type `dtype` into `out` (`out.len()` values).
+pub fn dequantize_row(dtype: DType, data: &[u8], out: &mut [f32]) {
+    match dtype {
+        DType::Q8_0 => blocks::dequant_q8_0(data, out),
+        DType::Q4_0 => blocks::dequant_q4_0(data, out),
+        DType::Q4_1 => blocks::dequant_q4_1(data, out),
+        DType::Q4K => kquants::dequant_q4_k(data, out),
+        DType::Q5K => kquants::dequant_q5_k(data, out),
+        DType::Q6K => kquants::dequant_q6_k(data, out),
+        _ => out.fill(0.0),
+    }
+}
+
+/// An activation row quantized to symmetric 8-bit blocks of `block` values.
+#[derive(Debug, Default)]
+pub struct Q8Row {
+    pub block: usize,
+    /// One scale per block.
+    pub d: Vec<f32>,
+    pub q: Vec<i8>,
+    /// Σq over every 32 values (for the min/offset terms of Q4_1 and the K-quants).
+    pub sums32: Vec<i32>,
+}
+
+impl Q8Row {
+    /// Quantizes `x` (whose length is a multiple of `block`, itself a multiple of 32).
+    pub fn quantize(x: &[f32], block: usize) -> Q8Row {
+        let mut r = Q8Row {
+            block,
+            d: Vec::with_capacity(x.len() / block),
+            q: Vec::with_capacity(x.len()),
+            sums32: Vec::with_capacity(x.len() / QK),
+        };
+        for xb in x.chunks_exact(block) {
+            let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            r.d.push(d);
+            for v in xb {
+                r.q.push((v * id).round().clamp(-127.0, 127.0) as i8);
+            }
+        }
+        for qb in r.q.chunks_exact(QK) {
+            r.sums32.push(qb.iter().map(|&v| v as i32).sum());
+        }
+        r
+    }
+}
+
+/// `out[t, o] = Σ_i x[t, i] · w[o, i] (+ bias[o])` with `w` quantized.
+/// x: [rows, w.cols], out: [rows, w.rows].
+pub fn matmul(x: &[f32], w: &QuantMatrix, bias: Option<&[f32]>, out: &mut [f32]) {
+    let (n_out, n_in) = (w.rows, w.cols);
+    let needs_k = w.parts.iter().any(|p| p.dtype.block_elems() == QK_K);
+    let needs_32 = w.parts.iter().any(|p| p.dtype.block_elems() == QK);
+    for (xr, or) in x.chunks_exact(n_in).zip(out.chunks_exact_mut(n_out)) {
+        let a32 = needs_32.then(|| Q8Row::quantize(xr, QK));
+        let ak = needs_k.then(|| Q8Row::quantize(xr, QK_K));
+        let mut o = 0;
+        for p in &w.parts {
+            for r in 0..p.rows {
+                let row = p.row(r, n_in);
+                let v = match (p.dtype, &a32, &ak) {
+                    (DType::Q8_0, Some(a), _) => blocks::dot_q8_0(row, a),
+                    (DType::Q4_0, Some(a), _) => blocks::dot_q4_0(row, a),
+                    (DType::Q4_1, Some(a), _) => blocks::dot_q4_1(row, a),
+                    (DType::Q4K, _, Some(a)) => kquants::dot_q4_k(row, a),
+                    (DType::Q5K, _, Some(a)) => kquants::dot_q5_k(row, a),
+                    (DType::Q6K, _, Some(a)) => kquants::dot_q6_k(row, a),
+                    _ => 0.0,
+                };
+                or[o] = v + bias.map_or(0.0, |b| b[o]);
+                o += 1;
+            }
+        }
+    }
+}
+
+#[inline]
+pub(crate) fn f16_at(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+#[cfg(test)]
+mod tests;
