@@ -14,74 +14,38 @@ pub use weights::{Matrix, WeightData};
 
 /// `out[t, o] = Σ_i x[t, i] · w[o, i] (+ bias[o])` for `t` in `0..rows`.
 /// x: [rows, w.cols], out: [rows, w.rows].
+///
+/// Quantized weights are dequantized one row at a time into a small buffer (they stay
+/// quantized in memory) and go through the same dot products as f32 weights, so a quantized
+/// model computes exactly what its dequantized float32 twin computes.
 pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
-    if let WeightData::Quant(q) = &w.data {
-        return quant::matmul(x, q, bias, out);
-    }
-    let (n_out, n_in) = (w.rows, w.cols);
-    debug_assert_eq!(x.len() % n_in.max(1), 0);
-    let rows = x.len() / n_in.max(1);
-    debug_assert_eq!(out.len(), rows * n_out);
-    let wd = w.as_slice();
-    // Threads split the output features: each streams its own weight rows once, for every
-    // input row (weights are the expensive read). A tile of weight rows stays in cache while
-    // the input rows pass over it. Each output is one `dot`, whoever computes it.
-    let tile = TILE_ROWS.min(n_out.max(1));
-    let work = |(ti, wt): (usize, &[f32]), o_buf: &mut [f32]| {
-        let o0 = ti * tile;
-        let xs: Vec<&[f32]> = x.chunks_exact(n_in).collect();
-        // Four input rows share each weight load; leftover rows go one at a time. Both paths
-        // compute an output identically (see `simd::dot4`).
-        let mut r = 0;
-        while r + 4 <= rows {
-            for (j, wr) in wt.chunks_exact(n_in).enumerate() {
-                let d = simd::dot4([xs[r], xs[r + 1], xs[r + 2], xs[r + 3]], wr);
-                let b = bias.map_or(0.0, |b| b[o0 + j]);
-                for (k, v) in d.iter().enumerate() {
-                    o_buf[(r + k) * tile + j] = v + b;
-                }
-            }
-            r += 4;
-        }
-        for (rr, xr) in xs.iter().enumerate().skip(r) {
-            for (j, wr) in wt.chunks_exact(n_in).enumerate() {
-                o_buf[rr * tile + j] = dot(xr, wr) + bias.map_or(0.0, |b| b[o0 + j]);
-            }
-        }
+    let src = match &w.data {
+        WeightData::Quant(q) => RowSource::Quant(q),
+        _ => RowSource::F32(w.as_slice()),
     };
-    let tiles: Vec<(usize, &[f32])> = wd.chunks(tile * n_in.max(1)).enumerate().collect();
-    if rows * n_out * n_in < PARALLEL_MIN_MACS || rayon::current_num_threads() == 1 {
-        let mut buf = vec![0.0f32; rows * tile];
-        for &(ti, wt) in &tiles {
-            work((ti, wt), &mut buf);
-            scatter(&buf, ti * tile, wt.len() / n_in.max(1), tile, n_out, out);
+    tiled(x, w.rows, w.cols, &src, bias, out);
+}
+
+/// Where a weight row comes from.
+enum RowSource<'a> {
+    /// Contiguous `[rows, cols]` f32.
+    F32(&'a [f32]),
+    /// Block-quantized rows, dequantized on demand.
+    Quant(&'a quant::QuantMatrix),
+}
+
+impl RowSource<'_> {
+    /// Row `o` as f32: borrowed, or dequantized into `buf`.
+    #[inline]
+    fn row<'b>(&'b self, o: usize, cols: usize, buf: &'b mut Vec<f32>) -> &'b [f32] {
+        match self {
+            RowSource::F32(d) => &d[o * cols..(o + 1) * cols],
+            RowSource::Quant(q) => {
+                buf.resize(cols, 0.0);
+                q.row_into(o, buf);
+                buf
+            }
         }
-        return;
-    }
-    use rayon::prelude::*;
-    if rows == 1 {
-        // Decode: each thread writes its features straight into `out`, nothing allocated.
-        let x0 = &x[..n_in];
-        out.par_chunks_mut(tile)
-            .zip(wd.par_chunks(tile * n_in))
-            .enumerate()
-            .for_each(|(ti, (o, wt))| {
-                for (j, (dst, wr)) in o.iter_mut().zip(wt.chunks_exact(n_in)).enumerate() {
-                    *dst = dot(x0, wr) + bias.map_or(0.0, |b| b[ti * tile + j]);
-                }
-            });
-        return;
-    }
-    let results: Vec<(usize, usize, Vec<f32>)> = tiles
-        .par_iter()
-        .map(|&(ti, wt)| {
-            let mut buf = vec![0.0f32; rows * tile];
-            work((ti, wt), &mut buf);
-            (ti * tile, wt.len() / n_in.max(1), buf)
-        })
-        .collect();
-    for (o0, nt, buf) in &results {
-        scatter(buf, *o0, *nt, tile, n_out, out);
     }
 }
 
@@ -89,6 +53,96 @@ pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
 const TILE_ROWS: usize = 64;
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 16;
+
+/// The matmul driver. Threads split the output features: each streams its own weight rows
+/// once, for every input row (weights are the expensive read). Four input rows share each
+/// weight row (`simd::dot4`), leftovers go one at a time; both compute an output the same way,
+/// so results do not depend on thread count or batch composition.
+fn tiled(
+    x: &[f32],
+    n_out: usize,
+    n_in: usize,
+    src: &RowSource<'_>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    if n_out == 0 || n_in == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let rows = x.len() / n_in;
+    debug_assert_eq!(x.len(), rows * n_in);
+    debug_assert_eq!(out.len(), rows * n_out);
+    let tile = TILE_ROWS.min(n_out);
+    let n_tiles = n_out.div_ceil(tile);
+    let b = |o: usize| bias.map_or(0.0, |b| b[o]);
+    // Computes tile `ti` into `o_buf` laid out [rows, tile].
+    let work = |ti: usize, o_buf: &mut [f32], wbuf: &mut Vec<f32>| {
+        let o0 = ti * tile;
+        let nt = tile.min(n_out - o0);
+        let xs: Vec<&[f32]> = x.chunks_exact(n_in).collect();
+        for j in 0..nt {
+            let wr = src.row(o0 + j, n_in, wbuf);
+            let mut r = 0;
+            while r + 4 <= rows {
+                let d = simd::dot4([xs[r], xs[r + 1], xs[r + 2], xs[r + 3]], wr);
+                for (k, v) in d.iter().enumerate() {
+                    o_buf[(r + k) * tile + j] = v + b(o0 + j);
+                }
+                r += 4;
+            }
+            for (rr, xr) in xs.iter().enumerate().skip(r) {
+                o_buf[rr * tile + j] = dot(xr, wr) + b(o0 + j);
+            }
+        }
+    };
+    if rows * n_out * n_in < PARALLEL_MIN_MACS || rayon::current_num_threads() == 1 {
+        let (mut buf, mut wbuf) = (vec![0.0f32; rows * tile], Vec::new());
+        for ti in 0..n_tiles {
+            work(ti, &mut buf, &mut wbuf);
+            scatter(
+                &buf,
+                ti * tile,
+                tile.min(n_out - ti * tile),
+                tile,
+                n_out,
+                out,
+            );
+        }
+        return;
+    }
+    use rayon::prelude::*;
+    if rows == 1 {
+        // Decode: each thread writes its features straight into `out`.
+        let x0 = &x[..n_in];
+        out.par_chunks_mut(tile).enumerate().for_each(|(ti, o)| {
+            let mut wbuf = Vec::new();
+            for (j, dst) in o.iter_mut().enumerate() {
+                let wr = src.row(ti * tile + j, n_in, &mut wbuf);
+                *dst = dot(x0, wr) + b(ti * tile + j);
+            }
+        });
+        return;
+    }
+    let results: Vec<Vec<f32>> = (0..n_tiles)
+        .into_par_iter()
+        .map(|ti| {
+            let (mut buf, mut wbuf) = (vec![0.0f32; rows * tile], Vec::new());
+            work(ti, &mut buf, &mut wbuf);
+            buf
+        })
+        .collect();
+    for (ti, buf) in results.iter().enumerate() {
+        scatter(
+            buf,
+            ti * tile,
+            tile.min(n_out - ti * tile),
+            tile,
+            n_out,
+            out,
+        );
+    }
+}
 
 /// Copies a tile's results (`nt` features of every row, stride `tile`) into `out` [rows, n_out].
 fn scatter(buf: &[f32], o0: usize, nt: usize, tile: usize, n_out: usize, out: &mut [f32]) {

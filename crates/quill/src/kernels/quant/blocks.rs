@@ -6,6 +6,7 @@ const Q8_0_BYTES: usize = 34;
 const Q4_0_BYTES: usize = 18;
 const Q4_1_BYTES: usize = 20;
 
+#[inline(always)]
 pub(super) fn dequant_q8_0(data: &[u8], out: &mut [f32]) {
     for (b, o) in data.chunks_exact(Q8_0_BYTES).zip(out.chunks_exact_mut(QK)) {
         let d = f16_at(b, 0);
@@ -16,7 +17,7 @@ pub(super) fn dequant_q8_0(data: &[u8], out: &mut [f32]) {
 }
 
 /// The 32 nibbles of a Q4_0/Q4_1 block as integers 0..16, in value order.
-#[inline]
+#[inline(always)]
 fn nibbles(qs: &[u8]) -> [i8; QK] {
     let mut v = [0i8; QK];
     for j in 0..QK / 2 {
@@ -26,6 +27,7 @@ fn nibbles(qs: &[u8]) -> [i8; QK] {
     v
 }
 
+#[inline(always)]
 pub(super) fn dequant_q4_0(data: &[u8], out: &mut [f32]) {
     for (b, o) in data.chunks_exact(Q4_0_BYTES).zip(out.chunks_exact_mut(QK)) {
         let d = f16_at(b, 0);
@@ -35,6 +37,7 @@ pub(super) fn dequant_q4_0(data: &[u8], out: &mut [f32]) {
     }
 }
 
+#[inline(always)]
 pub(super) fn dequant_q4_1(data: &[u8], out: &mut [f32]) {
     for (b, o) in data.chunks_exact(Q4_1_BYTES).zip(out.chunks_exact_mut(QK)) {
         let (d, m) = (f16_at(b, 0), f16_at(b, 2));

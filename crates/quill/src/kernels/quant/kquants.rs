@@ -112,6 +112,7 @@ fn dot45(u: &Unpacked45, a: &Q8Row, blk: usize) -> f32 {
     a.d[blk] * (u.d * sum_q as f32 - u.dmin * sum_m as f32)
 }
 
+#[inline(always)]
 pub(super) fn dequant_q4_k(data: &[u8], out: &mut [f32]) {
     for (b, o) in data
         .chunks_exact(Q4_K_BYTES)
@@ -121,6 +122,7 @@ pub(super) fn dequant_q4_k(data: &[u8], out: &mut [f32]) {
     }
 }
 
+#[inline(always)]
 pub(super) fn dequant_q5_k(data: &[u8], out: &mut [f32]) {
     for (b, o) in data
         .chunks_exact(Q5_K_BYTES)
@@ -168,6 +170,7 @@ fn unpack_q6_k(b: &[u8]) -> ([i8; QK_K], [i32; 16], f32) {
     (q, sc, f16_at(b, 208))
 }
 
+#[inline(always)]
 pub(super) fn dequant_q6_k(data: &[u8], out: &mut [f32]) {
     for (b, o) in data
         .chunks_exact(Q6_K_BYTES)

@@ -5,10 +5,13 @@
 //! memory-mapped file (several parts let Q, K and V — or gate and up — be used as one stacked
 //! matrix without copying, even when their block types differ).
 //!
-//! [`matmul`] works as llama.cpp's CPU backend does: each activation row is quantized once to
-//! 8-bit blocks (32 values per block for Q8_0/Q4_0/Q4_1, 256 for the K-quants) and every output
-//! is a sum over blocks of integer dot products scaled by the blocks' factors. Blocks are summed
-//! in a fixed order, so results do not depend on threads or batch size.
+//! The model's matmul (`kernels::matmul`) dequantizes one weight row at a time with
+//! [`QuantMatrix::row_into`] and uses the f32 dot products: exact with respect to the
+//! dequantized weights. [`matmul_q8`] is the alternative llama.cpp's CPU backend uses: each
+//! activation row is quantized once to 8-bit blocks (32 values per block for Q8_0/Q4_0/Q4_1,
+//! 256 for the K-quants) and every output is a sum over blocks of integer dot products scaled by
+//! the blocks' factors — cheaper arithmetic, about 0.4% error per product. Blocks are summed in
+//! a fixed order, so results do not depend on threads or batch size.
 //!
 //! Layouts (little-endian; `f16` is IEEE half precision):
 //! - Q8_0 (32 values, 34 bytes): `d: f16, q: [i8; 32]`; `x = d·q`.
@@ -129,13 +132,31 @@ impl QuantMatrix {
     /// Writes row `r` dequantized into `out` [cols]. Rows past the end give zeros.
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
         match self.locate(r) {
-            Some((p, i)) => dequantize_row(p.dtype, p.row(i, self.cols), out),
+            Some((p, i)) => dequantize_row_dispatch(p.dtype, p.row(i, self.cols), out),
             None => out.fill(0.0),
         }
     }
 }
 
+/// [`dequantize_row`] compiled for the best instruction set of this CPU. The loops are the
+/// same scalar code (no FMA contraction), so the values are bit-identical on every path.
+fn dequantize_row_dispatch(dtype: DType, data: &[u8], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { dequantize_row_avx2(dtype, data, out) };
+    }
+    dequantize_row(dtype, data, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dequantize_row_avx2(dtype: DType, data: &[u8], out: &mut [f32]) {
+    dequantize_row(dtype, data, out)
+}
+
 /// Dequantizes one row of blocks of type `dtype` into `out` (`out.len()` values).
+#[inline(always)]
 pub fn dequantize_row(dtype: DType, data: &[u8], out: &mut [f32]) {
     match dtype {
         DType::Q8_0 => blocks::dequant_q8_0(data, out),
@@ -184,9 +205,10 @@ impl Q8Row {
     }
 }
 
-/// `out[t, o] = Σ_i x[t, i] · w[o, i] (+ bias[o])` with `w` quantized.
+/// `out[t, o] = Σ_i x[t, i] · w[o, i] (+ bias[o])` with `w` quantized and the activations
+/// quantized to 8 bits per block (llama.cpp's approach; approximate, see the module docs).
 /// x: [rows, w.cols], out: [rows, w.rows].
-pub fn matmul(x: &[f32], w: &QuantMatrix, bias: Option<&[f32]>, out: &mut [f32]) {
+pub fn matmul_q8(x: &[f32], w: &QuantMatrix, bias: Option<&[f32]>, out: &mut [f32]) {
     let (n_out, n_in) = (w.rows, w.cols);
     let needs_k = w.parts.iter().any(|p| p.dtype.block_elems() == QK_K);
     let needs_32 = w.parts.iter().any(|p| p.dtype.block_elems() == QK);
