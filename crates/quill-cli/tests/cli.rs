@@ -378,3 +378,37 @@ fn prompts_file_batches_equal_individual_runs() {
         stderr(&o)
     );
 }
+
+#[test]
+fn thread_count_does_not_change_the_text() {
+    // A 50304-token head is large enough for the matmul to split across threads.
+    let m = fixture("models/gpt2-bpe-padded/ckpt.pt")
+        .display()
+        .to_string();
+    let with_threads = |n: &str| {
+        let o = run(&[
+            "--threads",
+            n,
+            "generate",
+            "--model",
+            &m,
+            "-p",
+            "Hello",
+            "-n",
+            "60",
+            "--seed",
+            "11",
+            "-t",
+            "1.0",
+            "--top-k",
+            "0",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        o.stdout
+    };
+    let one = with_threads("1");
+    assert_eq!(one, with_threads("2"));
+    assert_eq!(one, with_threads("3"));
+    let o = run(&["--threads", "0", "info"]);
+    assert!(!o.status.success() && stderr(&o).contains("--threads"));
+}
