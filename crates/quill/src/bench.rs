@@ -54,24 +54,7 @@ pub fn decode_weight_bytes(model: &Model) -> usize {
 
 /// Named shapes for synthetic benchmark models.
 pub fn synthetic_config(name: &str) -> Result<ModelConfig> {
-    let gpt2 = |n_layer, n_head, d_model| ModelConfig {
-        family: Family::Gpt2,
-        vocab_size: 50257,
-        n_layer,
-        n_head,
-        n_kv_head: n_head,
-        d_model,
-        d_ff: 4 * d_model,
-        context_length: 1024,
-        norm: NormKind::LayerNorm,
-        norm_eps: 1e-5,
-        norm_bias: true,
-        linear_bias: true,
-        activation: Activation::GeluTanh,
-        positions: Positions::Learned,
-        tied_head: true,
-        final_norm: true,
-    };
+    let gpt2 = |n_layer, n_head, d_model| ModelConfig::gpt2(50257, n_layer, n_head, d_model, 1024);
     match name {
         "gpt2" | "gpt2-124m" => Ok(gpt2(12, 12, 768)),
         "gpt2-medium" => Ok(gpt2(24, 16, 1024)),

@@ -91,6 +91,36 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
+    /// A GPT-2-family shape with GPT-2's conventions: learned positions, LayerNorm (eps 1e-5)
+    /// with biases, biased linear layers, tanh GELU, 4× feed-forward, tied head. Loaders change
+    /// what their format does differently with struct-update syntax.
+    pub fn gpt2(
+        vocab_size: usize,
+        n_layer: usize,
+        n_head: usize,
+        d_model: usize,
+        context_length: usize,
+    ) -> Self {
+        ModelConfig {
+            family: Family::Gpt2,
+            vocab_size,
+            n_layer,
+            n_head,
+            n_kv_head: n_head,
+            d_model,
+            d_ff: 4 * d_model,
+            context_length,
+            norm: NormKind::LayerNorm,
+            norm_eps: 1e-5,
+            norm_bias: true,
+            linear_bias: true,
+            activation: Activation::GeluTanh,
+            positions: Positions::Learned,
+            tied_head: true,
+            final_norm: true,
+        }
+    }
+
     /// Size of one attention head.
     pub fn head_dim(&self) -> usize {
         self.d_model / self.n_head

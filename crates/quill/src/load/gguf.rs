@@ -140,25 +140,22 @@ fn llama_config(g: &GgufFile, store: &TensorStore) -> Result<ModelConfig> {
 fn gpt2_config(g: &GgufFile, store: &TensorStore) -> Result<ModelConfig> {
     let k = |s: &str| format!("gpt2.{s}");
     let n_head = g.usize(&k("attention.head_count"))?;
-    Ok(ModelConfig {
-        family: Family::Gpt2,
-        vocab_size: rows_of(g, store, "token_embd.weight")?,
-        n_layer: g.usize(&k("block_count"))?,
+    let base = ModelConfig::gpt2(
+        rows_of(g, store, "token_embd.weight")?,
+        g.usize(&k("block_count"))?,
         n_head,
-        n_kv_head: n_head,
-        d_model: g.usize(&k("embedding_length"))?,
+        g.usize(&k("embedding_length"))?,
+        g.usize(&k("context_length"))?,
+    );
+    Ok(ModelConfig {
         d_ff: g.usize(&k("feed_forward_length"))?,
-        context_length: g.usize(&k("context_length"))?,
-        norm: NormKind::LayerNorm,
         norm_eps: g
             .opt_f32(&k("attention.layer_norm_epsilon"))?
             .unwrap_or(1e-5),
         norm_bias: store.get("blk.0.attn_norm.bias").is_some(),
         linear_bias: store.get("blk.0.attn_qkv.bias").is_some(),
-        // ggml's GELU is the tanh approximation.
-        activation: Activation::GeluTanh,
-        positions: Positions::Learned,
+        // ggml's GELU is the tanh approximation (GPT-2's).
         tied_head: store.get("output.weight").is_none(),
-        final_norm: true,
+        ..base
     })
 }

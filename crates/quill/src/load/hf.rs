@@ -125,23 +125,21 @@ fn gpt2_config(path: &Path, cfg: &serde_json::Value, store: &TensorStore) -> Res
         store.get(&format!("transformer.h.0.{suffix}")).is_some()
             || store.get(&format!("h.0.{suffix}")).is_some()
     };
-    Ok(ModelConfig {
-        family: Family::Gpt2,
-        vocab_size: json_usize(path, cfg, &["vocab_size"], None)?,
-        n_layer: json_usize(path, cfg, &["n_layer", "num_hidden_layers"], None)?,
+    let base = ModelConfig::gpt2(
+        json_usize(path, cfg, &["vocab_size"], None)?,
+        json_usize(path, cfg, &["n_layer", "num_hidden_layers"], None)?,
         n_head,
-        n_kv_head: n_head,
         d_model,
+        json_usize(path, cfg, &["n_positions", "n_ctx"], None)?,
+    );
+    Ok(ModelConfig {
         d_ff: json_usize(path, cfg, &["n_inner"], Some(4 * d_model))?,
-        context_length: json_usize(path, cfg, &["n_positions", "n_ctx"], None)?,
-        norm: NormKind::LayerNorm,
         norm_eps: json_f32(path, cfg, "layer_norm_epsilon", 1e-5)?,
         norm_bias: has("ln_1.bias"),
         linear_bias: has("attn.c_attn.bias"),
         activation,
-        positions: Positions::Learned,
         tied_head: json_bool(path, cfg, "tie_word_embeddings", true)?,
-        final_norm: true,
+        ..base
     })
 }
 

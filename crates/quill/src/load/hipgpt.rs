@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use super::llmc::Cursor;
 use super::{json_usize, Parsed};
-use crate::config::{Activation, Family, ModelConfig, NormKind, Positions};
+use crate::config::{Activation, ModelConfig};
 use crate::error::{Error, Result};
 use crate::model::Layout;
 use crate::tensor::{Bytes, DType, TensorStore};
@@ -183,23 +183,13 @@ pub(super) fn parse_config(cfg_path: &Path) -> Result<Parsed> {
         cfg_vocab
     };
     let store = read_weights(&weights, [vocab, s, e, l], h, f)?;
+    // HipGPT: ReLU MLP of width F, untied output projection, no final LayerNorm.
     let config = ModelConfig {
-        family: Family::Gpt2,
-        vocab_size: vocab,
-        n_layer: l,
-        n_head: h,
-        n_kv_head: h,
-        d_model: e,
         d_ff: f,
-        context_length: s,
-        norm: NormKind::LayerNorm,
-        norm_eps: 1e-5,
-        norm_bias: true,
-        linear_bias: true,
         activation: Activation::Relu,
-        positions: Positions::Learned,
         tied_head: false,
         final_norm: false,
+        ..ModelConfig::gpt2(vocab, l, h, e, s)
     };
     config
         .validate()

@@ -17,7 +17,7 @@
 use std::path::Path;
 
 use super::Parsed;
-use crate::config::{Activation, Family, ModelConfig, NormKind, Positions};
+use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::formats::sniff::LLMC_MODEL_MAGIC;
 use crate::model::Layout;
@@ -208,24 +208,8 @@ pub(super) fn parse(path: &Path) -> Result<Parsed> {
         cur.tensor("lnfb", dtype, &[c])?,
     );
     cur.finish(&expected)?;
-    let config = ModelConfig {
-        family: Family::Gpt2,
-        vocab_size: vp,
-        n_layer: l,
-        n_head: nh,
-        n_kv_head: nh,
-        d_model: c,
-        d_ff: 4 * c,
-        context_length: max_t,
-        norm: NormKind::LayerNorm,
-        norm_eps: 1e-5,
-        norm_bias: true,
-        linear_bias: true,
-        activation: Activation::GeluTanh,
-        positions: Positions::Learned,
-        tied_head: true,
-        final_norm: true,
-    };
+    // llm.c's GPT-2 is GPT-2 exactly (tanh GELU, biases, tied head).
+    let config = ModelConfig::gpt2(vp, l, nh, c, max_t);
     config.validate().map_err(|e| bad(format!("header: {e}")))?;
     Ok(Parsed {
         store,

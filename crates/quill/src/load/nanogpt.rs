@@ -91,24 +91,19 @@ fn nanogpt_config(path: &Path, args: &PyValue) -> Result<ModelConfig> {
             .as_bool()
             .ok_or_else(|| Error::format(path, "model_args", "`bias` is not a bool".to_string()))?,
     };
-    Ok(ModelConfig {
-        family: Family::Gpt2,
-        vocab_size: arg_usize(path, args, "vocab_size")?,
-        n_layer: arg_usize(path, args, "n_layer")?,
+    let base = ModelConfig::gpt2(
+        arg_usize(path, args, "vocab_size")?,
+        arg_usize(path, args, "n_layer")?,
         n_head,
-        n_kv_head: n_head,
         d_model,
-        d_ff: 4 * d_model,
-        context_length: arg_usize(path, args, "block_size")?,
-        norm: NormKind::LayerNorm,
-        norm_eps: 1e-5,
+        arg_usize(path, args, "block_size")?,
+    );
+    Ok(ModelConfig {
         norm_bias: bias,
         linear_bias: bias,
-        // nanoGPT's MLP uses nn.GELU() (exact erf) and always ties lm_head to wte.
+        // nanoGPT's MLP uses nn.GELU() (exact erf); lm_head is always tied to wte.
         activation: Activation::GeluExact,
-        positions: Positions::Learned,
-        tied_head: true,
-        final_norm: true,
+        ..base
     })
 }
 
