@@ -15,13 +15,13 @@ pub use weights::{Matrix, WeightData};
 /// `out[t, o] = Σ_i x[t, i] · w[o, i] (+ bias[o])` for `t` in `0..rows`.
 /// x: [rows, w.cols], out: [rows, w.rows].
 ///
-/// Quantized weights are dequantized one row at a time into a small buffer (they stay
-/// quantized in memory) and go through the same dot products as f32 weights, so a quantized
-/// model computes exactly what its dequantized float32 twin computes.
+/// Quantized and 16-bit weights are widened one row at a time into a small buffer (they stay
+/// compact in memory) and go through the same dot products as f32 weights, so such a model
+/// computes exactly what its float32 twin computes.
 pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
     let src = match &w.data {
-        WeightData::Quant(q) => RowSource::Quant(q),
-        _ => RowSource::F32(w.as_slice()),
+        WeightData::Owned(_) | WeightData::Mapped { .. } => RowSource::F32(w.as_slice()),
+        WeightData::Quant(_) | WeightData::Half { .. } => RowSource::Widen(w),
     };
     tiled(x, w.rows, w.cols, &src, bias, out);
 }
@@ -30,8 +30,8 @@ pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
 enum RowSource<'a> {
     /// Contiguous `[rows, cols]` f32.
     F32(&'a [f32]),
-    /// Block-quantized rows, dequantized on demand.
-    Quant(&'a quant::QuantMatrix),
+    /// Quantized or 16-bit rows, widened to f32 on demand.
+    Widen(&'a Matrix),
 }
 
 impl RowSource<'_> {
@@ -40,9 +40,9 @@ impl RowSource<'_> {
     fn row<'b>(&'b self, o: usize, cols: usize, buf: &'b mut Vec<f32>) -> &'b [f32] {
         match self {
             RowSource::F32(d) => &d[o * cols..(o + 1) * cols],
-            RowSource::Quant(q) => {
+            RowSource::Widen(m) => {
                 buf.resize(cols, 0.0);
-                q.row_into(o, buf);
+                m.row_into(o, buf);
                 buf
             }
         }

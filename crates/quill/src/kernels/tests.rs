@@ -207,3 +207,49 @@ fn mapped_weights_borrow_aligned_f32_only() {
         "out of bounds must not map"
     );
 }
+
+#[test]
+fn half_weights_compute_exactly_what_their_f32_widening_computes() {
+    let (rows, cols) = (70, 37); // odd sizes, more than one tile
+    let vals = values(rows * cols, 21);
+    for bf16 in [false, true] {
+        let mut bytes = vec![0u8; 2]; // odd start: exercises the unaligned f16 path too
+        let mut widened = Vec::new();
+        for &v in &vals {
+            let b = if bf16 {
+                half::bf16::from_f32(v).to_le_bytes()
+            } else {
+                half::f16::from_f32(v).to_le_bytes()
+            };
+            widened.push(if bf16 {
+                half::bf16::from_le_bytes(b).to_f32()
+            } else {
+                half::f16::from_le_bytes(b).to_f32()
+            });
+            bytes.extend_from_slice(&b);
+        }
+        for offset in [2usize, 1] {
+            let mut shifted = bytes.clone();
+            if offset == 1 {
+                shifted.remove(0);
+            }
+            let m = Matrix {
+                rows,
+                cols,
+                data: WeightData::Half {
+                    bytes: crate::tensor::Bytes::Owned(std::sync::Arc::new(shifted)),
+                    offset,
+                    len: rows * cols,
+                    bf16,
+                },
+            };
+            let f = Matrix::from_vec(rows, cols, widened.clone());
+            assert_eq!(m.weight_bytes(), rows * cols * 2);
+            let x = values(5 * cols, 22);
+            let (mut a, mut b) = (vec![0.0; 5 * rows], vec![0.0; 5 * rows]);
+            matmul(&x, &m, None, &mut a);
+            matmul(&x, &f, None, &mut b);
+            assert_eq!(a, b, "bf16 = {bf16}, offset {offset}");
+        }
+    }
+}

@@ -1,6 +1,7 @@
-//! Weight matrices as the kernels see them. A matrix is either an owned f32 buffer or, when a
-//! checkpoint already stores contiguous little-endian f32 at an aligned offset, a view straight
-//! into the memory-mapped file (no copy).
+//! Weight matrices as the kernels see them: an owned f32 buffer; f32 borrowed straight from a
+//! memory-mapped file when it is contiguous and aligned; f16/bf16 kept 16-bit (borrowed); or
+//! GGUF block-quantized rows. Only f32 is read in place; the others are widened one row at a
+//! time by [`Matrix::row_into`] as the kernels need them.
 
 use super::quant::QuantMatrix;
 use crate::tensor::Bytes;
@@ -17,6 +18,15 @@ pub enum WeightData {
     },
     /// Block-quantized rows (GGUF), used by the quantized kernels without dequantizing.
     Quant(QuantMatrix),
+    /// `len` IEEE f16 (or, with `bf16`, bfloat16) values at byte `offset` of `bytes`, usually
+    /// the memory-mapped checkpoint: half the bytes of f32 per token; rows are widened to f32
+    /// one at a time as the kernels read them.
+    Half {
+        bytes: Bytes,
+        offset: usize,
+        len: usize,
+        bf16: bool,
+    },
 }
 
 impl WeightData {
@@ -43,7 +53,7 @@ impl WeightData {
     /// [`WeightData::Quant`] first, as [`super::matmul`] and [`Matrix::row_into`] do).
     pub fn as_slice(&self) -> &[f32] {
         match self {
-            WeightData::Quant(_) => &[],
+            WeightData::Quant(_) | WeightData::Half { .. } => &[],
             WeightData::Owned(v) => v,
             WeightData::Mapped { bytes, offset, len } => {
                 let data = &bytes.as_slice()[*offset..*offset + *len * 4];
@@ -57,6 +67,7 @@ impl WeightData {
     pub fn is_mapped(&self) -> bool {
         match self {
             WeightData::Quant(q) => q.is_mapped(),
+            WeightData::Half { bytes, .. } => bytes.is_mapped(),
             _ => matches!(self, WeightData::Mapped { .. }),
         }
     }
@@ -100,7 +111,7 @@ impl Matrix {
     /// The same matrix with f32 storage (a copy when quantized).
     pub fn to_f32(&self) -> Matrix {
         match &self.data {
-            WeightData::Quant(_) => {
+            WeightData::Quant(_) | WeightData::Half { .. } => {
                 let mut v = vec![0.0; self.rows * self.cols];
                 for (r, row) in v.chunks_exact_mut(self.cols.max(1)).enumerate() {
                     self.row_into(r, row);
@@ -120,6 +131,15 @@ impl Matrix {
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
         match &self.data {
             WeightData::Quant(q) => q.row_into(r, out),
+            WeightData::Half {
+                bytes,
+                offset,
+                bf16,
+                ..
+            } => {
+                let at = offset + r * self.cols * 2;
+                widen_row(&bytes.as_slice()[at..at + self.cols * 2], *bf16, out);
+            }
             _ => out.copy_from_slice(self.row(r)),
         }
     }
@@ -128,7 +148,30 @@ impl Matrix {
     pub fn weight_bytes(&self) -> usize {
         match &self.data {
             WeightData::Quant(q) => q.weight_bytes(),
+            WeightData::Half { .. } => self.rows * self.cols * 2,
             _ => self.rows * self.cols * 4,
+        }
+    }
+}
+
+/// Widens little-endian f16 or bf16 values to f32 (bit-exact: every 16-bit value is an f32).
+fn widen_row(src: &[u8], bf16: bool, out: &mut [f32]) {
+    if bf16 {
+        // bf16 is the top half of an f32: a shift, which the compiler vectorises.
+        for (o, b) in out.iter_mut().zip(src.chunks_exact(2)) {
+            *o = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16);
+        }
+        return;
+    }
+    // f16: `half` converts slices with F16C when the CPU has it; it needs 2-byte alignment.
+    // SAFETY (align_to): any two bytes are a valid f16; align_to returns an aligned middle.
+    let (pre, mid, post) = unsafe { src.align_to::<half::f16>() };
+    if pre.is_empty() && post.is_empty() && cfg!(target_endian = "little") {
+        use half::slice::HalfFloatSliceExt;
+        mid.convert_to_f32_slice(&mut out[..mid.len()]);
+    } else {
+        for (o, b) in out.iter_mut().zip(src.chunks_exact(2)) {
+            *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
         }
     }
 }

@@ -44,8 +44,14 @@ pub struct Model {
 
 impl Model {
     /// Assembles a model, checking the configuration against the weights.
-    pub fn new(config: ModelConfig, weights: Weights) -> Result<Self> {
+    pub fn new(config: ModelConfig, mut weights: Weights) -> Result<Self> {
         config.validate()?;
+        // Position rows are added as f32 slices; a 16-bit or quantized table is widened once.
+        if let Some(pe) = &mut weights.pos_emb {
+            if pe.as_slice().len() != pe.rows * pe.cols {
+                *pe = pe.to_f32();
+            }
+        }
         if weights.blocks.len() != config.n_layer {
             return Err(Error::config(
                 "n_layer",

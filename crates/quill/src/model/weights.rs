@@ -188,6 +188,20 @@ impl<'a> Fetch<'a> {
                 return Ok(Matrix { rows, cols, data });
             }
         }
+        // f16 / bf16 stay 16-bit (borrowed from the file) and are widened row by row.
+        if orient == Orient::OutIn
+            && matches!(t.dtype, DType::F16 | DType::BF16)
+            && t.is_contiguous()
+            && cfg!(target_endian = "little")
+        {
+            let data = WeightData::Half {
+                bytes: t.bytes.clone(),
+                offset: t.offset,
+                len: rows * cols,
+                bf16: t.dtype == DType::BF16,
+            };
+            return Ok(Matrix { rows, cols, data });
+        }
         let v = t.to_f32()?;
         let data = match orient {
             Orient::OutIn => v,
