@@ -5,6 +5,7 @@
 //! Conventions: activations are row-major `[rows, cols]` slices of f32; weight matrices are
 //! `[out, in]` (nn.Linear orientation) so that every output is one contiguous dot product.
 
+mod fused;
 pub mod quant;
 mod simd;
 mod weights;
@@ -118,8 +119,12 @@ fn tiled(
         out.par_chunks_mut(tile).enumerate().for_each(|(ti, o)| {
             let mut wbuf = Vec::new();
             for (j, dst) in o.iter_mut().enumerate() {
-                let wr = src.row(ti * tile + j, n_in, &mut wbuf);
-                *dst = dot(x0, wr) + b(ti * tile + j);
+                let oj = ti * tile + j;
+                let v = match src {
+                    RowSource::Widen(m) => fused::dot_row(m, oj, x0),
+                    RowSource::F32(_) => None,
+                };
+                *dst = v.unwrap_or_else(|| dot(x0, src.row(oj, n_in, &mut wbuf))) + b(oj);
             }
         });
         return;

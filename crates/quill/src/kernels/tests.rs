@@ -210,7 +210,8 @@ fn mapped_weights_borrow_aligned_f32_only() {
 
 #[test]
 fn half_weights_compute_exactly_what_their_f32_widening_computes() {
-    let (rows, cols) = (70, 37); // odd sizes, more than one tile
+    // Odd sizes, several tiles, and large enough for the threaded (fused) single-row path.
+    let (rows, cols) = (301, 231);
     let vals = values(rows * cols, 21);
     for bf16 in [false, true] {
         let mut bytes = vec![0u8; 2]; // odd start: exercises the unaligned f16 path too
@@ -250,6 +251,53 @@ fn half_weights_compute_exactly_what_their_f32_widening_computes() {
             matmul(&x, &m, None, &mut a);
             matmul(&x, &f, None, &mut b);
             assert_eq!(a, b, "bf16 = {bf16}, offset {offset}");
+            // One row (decode) goes through the fused kernels: same bits as the batch.
+            let (mut one, mut one_f) = (vec![0.0; rows], vec![0.0; rows]);
+            matmul(&x[..cols], &m, None, &mut one);
+            matmul(&x[..cols], &f, None, &mut one_f);
+            assert_eq!(one, one_f, "bf16 = {bf16}, offset {offset}");
+            assert_eq!(one, a[..rows], "single row equals row 0 of the batch");
         }
+    }
+}
+
+#[test]
+fn quantized_rows_compute_exactly_what_their_dequantized_rows_compute() {
+    use crate::kernels::quant::{QuantMatrix, QuantPart};
+    use crate::tensor::{Bytes, DType};
+    let (rows, cols) = (290, 256);
+    for (dtype, block_bytes, scales) in [
+        (DType::Q8_0, 34, 1),
+        (DType::Q4_0, 18, 1),
+        (DType::Q4_1, 20, 2),
+    ] {
+        // Random blocks with sane f16 scales (and mins).
+        let raw = values(rows * cols / 32 * block_bytes, 31);
+        let mut bytes = Vec::with_capacity(raw.len());
+        for (i, chunk) in raw.chunks(block_bytes).enumerate() {
+            for k in 0..scales {
+                let v = 0.01 + 0.02 * ((i + k) % 7) as f32 * if k == 1 { -1.0 } else { 1.0 };
+                bytes.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+            }
+            bytes.extend(
+                chunk[2 * scales..]
+                    .iter()
+                    .map(|v| ((v + 1.0) * 127.0) as u8),
+            );
+        }
+        let b = Bytes::Owned(std::sync::Arc::new(bytes));
+        let part = QuantPart::new(dtype, rows, cols, &b, 0).expect("whole blocks");
+        let q = Matrix::quantized(QuantMatrix::new(cols, vec![part]));
+        let f = q.to_f32();
+        let x = values(5 * cols, 32);
+        let (mut a, mut c) = (vec![0.0; rows], vec![0.0; rows]);
+        matmul(&x[..cols], &q, None, &mut a); // fused decode kernel
+        matmul(&x[..cols], &f, None, &mut c);
+        assert_eq!(a, c, "{dtype}");
+        let (mut a5, mut c5) = (vec![0.0; 5 * rows], vec![0.0; 5 * rows]);
+        matmul(&x, &q, None, &mut a5); // dequantize-then-dot batch path
+        matmul(&x, &f, None, &mut c5);
+        assert_eq!(a5, c5, "{dtype}");
+        assert_eq!(a, a5[..rows], "{dtype}: decode equals row 0 of the batch");
     }
 }

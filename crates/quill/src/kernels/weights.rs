@@ -163,15 +163,29 @@ fn widen_row(src: &[u8], bf16: bool, out: &mut [f32]) {
         }
         return;
     }
-    // f16: `half` converts slices with F16C when the CPU has it; it needs 2-byte alignment.
-    // SAFETY (align_to): any two bytes are a valid f16; align_to returns an aligned middle.
-    let (pre, mid, post) = unsafe { src.align_to::<half::f16>() };
-    if pre.is_empty() && post.is_empty() && cfg!(target_endian = "little") {
-        use half::slice::HalfFloatSliceExt;
-        mid.convert_to_f32_slice(&mut out[..mid.len()]);
-    } else {
-        for (o, b) in out.iter_mut().zip(src.chunks_exact(2)) {
-            *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-        }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU supports F16C and AVX (checked just above).
+        return unsafe { widen_f16_f16c(src, out) };
+    }
+    for (o, b) in out.iter_mut().zip(src.chunks_exact(2)) {
+        *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    }
+}
+
+/// f16 → f32 with the F16C instruction, eight values at a time (unaligned loads).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "f16c,avx")]
+unsafe fn widen_f16_f16c(src: &[u8], out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = out.len().min(src.len() / 2);
+    let mut i = 0;
+    while i + 8 <= n {
+        let h = _mm_loadu_si128(src.as_ptr().add(2 * i).cast());
+        _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        i += 8;
+    }
+    for j in i..n {
+        out[j] = half::f16::from_le_bytes([src[2 * j], src[2 * j + 1]]).to_f32();
     }
 }

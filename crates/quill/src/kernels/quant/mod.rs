@@ -129,6 +129,11 @@ impl QuantMatrix {
         None
     }
 
+    /// The block type and raw bytes of row `r`.
+    pub(crate) fn row_data(&self, r: usize) -> Option<(DType, &[u8])> {
+        self.locate(r).map(|(p, i)| (p.dtype, p.row(i, self.cols)))
+    }
+
     /// Writes row `r` dequantized into `out` [cols]. Rows past the end give zeros.
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
         match self.locate(r) {
