@@ -38,10 +38,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             loaded.info.path
         )
     })?;
-    let mut eos = template.stop_ids().to_vec();
-    eos.extend(tokenizer.eos_ids());
-    eos.sort_unstable();
-    eos.dedup();
+    let eos = loaded.eos_ids();
 
     let start: Vec<Message> = a
         .system

@@ -79,12 +79,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
         let (seed, _) = a.sampling.seed();
         let sampler = a.sampling.sampler(seed)?;
         let loaded = a.model.load()?;
-        let eos = loaded
-            .tokenizer
-            .as_ref()
-            .map(Tokenizer::eos_ids)
-            .unwrap_or_default();
-        let params = a.sampling.params(sampler, eos)?;
+        let params = a.sampling.params(sampler, loaded.eos_ids())?;
         let mut out = std::io::stdout().lock();
         return crate::prompts_file::run(&loaded, &specs, &params, a.batch_size, &mut out);
     }
@@ -110,7 +105,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
     if ids.is_empty() {
         bail!("the prompt is empty after tokenization: give some text with --prompt");
     }
-    let params = a.sampling.params(sampler, tok.eos_ids())?;
+    let params = a.sampling.params(sampler, loaded.eos_ids())?;
     let mut out = std::io::stdout().lock();
 
     if let Some(num_beams) = a.num_beams {

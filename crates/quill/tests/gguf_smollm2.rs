@@ -211,3 +211,20 @@ fn greedy_32_tokens_match_reference() {
         tok.decode(&want).unwrap()
     );
 }
+
+/// `generate` stops where `chat` does: the end-of-turn ids from the file's metadata are part of
+/// the model's end-of-sequence set, along with the tokenizer's own.
+#[test]
+fn end_of_turn_ids_from_metadata_end_generation() {
+    let Some(m) = load() else { return };
+    let eos = m.eos_ids();
+    let chat = m.chat.as_ref().expect("SmolLM2 ships a chat template");
+    assert!(!chat.stop_ids().is_empty());
+    for id in chat.stop_ids() {
+        assert!(eos.contains(id), "{id} missing from {eos:?}");
+    }
+    let tok = m.tokenizer.as_ref().unwrap();
+    let im_end = tok.encode("<|im_end|>", false).unwrap();
+    assert_eq!(im_end.len(), 1);
+    assert!(eos.contains(&im_end[0]));
+}

@@ -75,6 +75,24 @@ pub struct LoadedModel {
     pub chat: Option<crate::chat::ChatTemplate>,
 }
 
+impl LoadedModel {
+    /// Token ids that end a sequence: the tokenizer's end-of-sequence tokens plus, for models
+    /// that ship a chat template (GGUF), the end-of-turn ids from their metadata.
+    pub fn eos_ids(&self) -> Vec<u32> {
+        let mut ids = self
+            .tokenizer
+            .as_ref()
+            .map(Tokenizer::eos_ids)
+            .unwrap_or_default();
+        if let Some(c) = &self.chat {
+            ids.extend_from_slice(c.stop_ids());
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
 /// A checkpoint read from disk but not yet turned into a [`Model`].
 pub(crate) struct Parsed {
     pub store: TensorStore,
