@@ -153,7 +153,10 @@ fn tensors(lm: &LoadedModel, hf: bool) -> Named {
                        inp: usize,
                        bias: &Option<Vec<f32>>| {
                 let (shape, data) = if hf {
-                    (vec![inp, out], transpose(&v, out, inp))
+                    (
+                        vec![inp, out],
+                        crate::model::weights::transpose(&v, out, inp),
+                    )
                 } else {
                     (vec![out, inp], v)
                 };
@@ -211,16 +214,6 @@ fn tensors(lm: &LoadedModel, hf: bool) -> Named {
         t.push((nm.into(), vec![cfg.vocab_size, c], mat(&h.w)));
     }
     t
-}
-
-fn transpose(v: &[f32], r: usize, c: usize) -> Vec<f32> {
-    let mut out = vec![0.0; v.len()];
-    for i in 0..r {
-        for j in 0..c {
-            out[j * r + i] = v[i * c + j];
-        }
-    }
-    out
 }
 
 fn le_bytes(v: &[f32]) -> Vec<u8> {

@@ -219,21 +219,7 @@ impl RawTensor {
                         ),
                     )
                 })?;
-            let end = self
-                .offset
-                .checked_add(bytes)
-                .ok_or_else(|| Error::tensor(path, name, "offset overflows"))?;
-            let have = self.bytes.as_slice().len();
-            if end > have {
-                return Err(Error::tensor(
-                    path,
-                    name,
-                    format!(
-                        "needs bytes up to {end} but its storage holds {have} (file truncated?)"
-                    ),
-                ));
-            }
-            return Ok(());
+            return self.check_extent(bytes, path, name);
         }
         let mut last = 0usize;
         for (&d, &s) in self.shape.iter().zip(&self.strides) {
@@ -242,9 +228,17 @@ impl RawTensor {
                 .and_then(|x| x.checked_add(last))
                 .ok_or_else(|| Error::tensor(path, name, "shape and strides overflow"))?;
         }
-        let end = (last + 1)
+        let extent = (last + 1)
             .checked_mul(self.dtype.size())
-            .and_then(|x| x.checked_add(self.offset))
+            .ok_or_else(|| Error::tensor(path, name, "offset overflows"))?;
+        self.check_extent(extent, path, name)
+    }
+
+    /// Checks that `extent` bytes from `offset` lie inside the storage.
+    fn check_extent(&self, extent: usize, path: &Path, name: &str) -> Result<()> {
+        let end = self
+            .offset
+            .checked_add(extent)
             .ok_or_else(|| Error::tensor(path, name, "offset overflows"))?;
         let have = self.bytes.as_slice().len();
         if end > have {

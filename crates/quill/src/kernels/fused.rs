@@ -59,17 +59,8 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use crate::kernels::quant::QK;
+    use crate::kernels::simd::hsum256 as hsum;
     use crate::tensor::DType;
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let lo = _mm256_castps256_ps128(v);
-        let hi = _mm256_extractf128_ps(v, 1);
-        let s = _mm_add_ps(lo, hi);
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 0b01));
-        _mm_cvtss_f32(s)
-    }
 
     /// Eight 16-bit values at `p` widened to f32.
     #[inline]

@@ -81,19 +81,19 @@ fn tiled(
     let work = |ti: usize, o_buf: &mut [f32], wbuf: &mut Vec<f32>| {
         let o0 = ti * tile;
         let nt = tile.min(n_out - o0);
-        let xs: Vec<&[f32]> = x.chunks_exact(n_in).collect();
+        let xs = |r: usize| &x[r * n_in..(r + 1) * n_in];
         for j in 0..nt {
             let wr = src.row(o0 + j, n_in, wbuf);
             let mut r = 0;
             while r + 4 <= rows {
-                let d = simd::dot4([xs[r], xs[r + 1], xs[r + 2], xs[r + 3]], wr);
+                let d = simd::dot4([xs(r), xs(r + 1), xs(r + 2), xs(r + 3)], wr);
                 for (k, v) in d.iter().enumerate() {
                     o_buf[(r + k) * tile + j] = v + b(o0 + j);
                 }
                 r += 4;
             }
-            for (rr, xr) in xs.iter().enumerate().skip(r) {
-                o_buf[rr * tile + j] = dot(xr, wr) + b(o0 + j);
+            for rr in r..rows {
+                o_buf[rr * tile + j] = dot(xs(rr), wr) + b(o0 + j);
             }
         }
     };

@@ -265,6 +265,10 @@ impl Model {
             w.head.as_ref().and_then(|h| h.b.as_deref()),
             &mut logits,
         );
+        if seqs.len() == 1 {
+            // The common decode case: hand the logits over without a copy.
+            return Ok(vec![logits]);
+        }
         let mut out = Vec::with_capacity(seqs.len());
         let mut at = 0;
         for sp in &spans {

@@ -8,7 +8,7 @@
 //! - `final_norm`, and `head` [vocab, C] unless tied to `tok_emb`.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::config::{Activation, ModelConfig, NormKind};
 use crate::error::{Error, Result};
@@ -242,7 +242,7 @@ impl<'a> Fetch<'a> {
 }
 
 /// `[r, c]` → `[c, r]`.
-fn transpose(v: &[f32], r: usize, c: usize) -> Vec<f32> {
+pub(crate) fn transpose(v: &[f32], r: usize, c: usize) -> Vec<f32> {
     let mut out = vec![0.0; v.len()];
     for i in 0..r {
         for j in 0..c {
@@ -260,28 +260,88 @@ pub fn build(store: &TensorStore, cfg: &ModelConfig, layout: Layout) -> Result<W
         used: BTreeSet::new(),
     };
     let w = match layout {
-        Layout::NanoGpt | Layout::HfGpt2 | Layout::HipGpt => gpt2(&mut f, cfg, layout)?,
+        Layout::NanoGpt | Layout::HfGpt2 | Layout::HipGpt | Layout::GgufGpt2 => {
+            gpt2(&mut f, cfg, layout)?
+        }
         Layout::HfLlama | Layout::MetaLlama | Layout::GgufLlama => llama(&mut f, cfg, layout)?,
-        Layout::GgufGpt2 => gguf_gpt2(&mut f, cfg)?,
     };
     Ok(w)
 }
 
+/// The tensor names of one GPT-2-family layout.
+struct Gpt2Names {
+    wte: String,
+    wpe: String,
+    /// Prefix of block `i`, e.g. `transformer.h.{i}` or `blk.{i}`.
+    block: Box<dyn Fn(usize) -> String>,
+    ln_1: &'static str,
+    c_attn: &'static str,
+    c_proj: &'static str,
+    ln_2: &'static str,
+    c_fc: &'static str,
+    mlp_proj: &'static str,
+    ln_f: String,
+    head: &'static str,
+    /// Orientation of the block matrices and of the head.
+    orient: Orient,
+    head_orient: Orient,
+}
+
+impl Gpt2Names {
+    fn of(f: &Fetch, layout: Layout) -> Gpt2Names {
+        if layout == Layout::GgufGpt2 {
+            return Gpt2Names {
+                wte: "token_embd.weight".into(),
+                wpe: "position_embd.weight".into(),
+                block: Box::new(|i| format!("blk.{i}")),
+                ln_1: "attn_norm",
+                c_attn: "attn_qkv",
+                c_proj: "attn_output",
+                ln_2: "ffn_norm",
+                c_fc: "ffn_up",
+                mlp_proj: "ffn_down",
+                ln_f: "output_norm".into(),
+                head: "output.weight",
+                orient: Orient::OutIn,
+                head_orient: Orient::OutIn,
+            };
+        }
+        // Hugging Face's original `gpt2` repository stores names without `transformer.`.
+        let p = if layout == Layout::HfGpt2
+            && !f.has("transformer.wte.weight")
+            && f.has("wte.weight")
+        {
+            ""
+        } else {
+            "transformer."
+        };
+        let in_out = matches!(layout, Layout::HfGpt2 | Layout::HipGpt);
+        Gpt2Names {
+            wte: format!("{p}wte.weight"),
+            wpe: format!("{p}wpe.weight"),
+            block: Box::new(move |i| format!("{p}h.{i}")),
+            ln_1: "ln_1",
+            c_attn: "attn.c_attn",
+            c_proj: "attn.c_proj",
+            ln_2: "ln_2",
+            c_fc: "mlp.c_fc",
+            mlp_proj: "mlp.c_proj",
+            ln_f: format!("{p}ln_f"),
+            head: "lm_head.weight",
+            orient: if in_out { Orient::InOut } else { Orient::OutIn },
+            head_orient: if layout == Layout::HipGpt {
+                Orient::InOut
+            } else {
+                Orient::OutIn
+            },
+        }
+    }
+}
+
 fn gpt2(f: &mut Fetch, cfg: &ModelConfig, layout: Layout) -> Result<Weights> {
     let (c, ff, v) = (cfg.d_model, cfg.d_ff, cfg.vocab_size);
-    let orient = if matches!(layout, Layout::HfGpt2 | Layout::HipGpt) {
-        Orient::InOut
-    } else {
-        Orient::OutIn
-    };
-    // Hugging Face's original `gpt2` repository stores names without `transformer.`.
-    let p = if layout == Layout::HfGpt2 && !f.has("transformer.wte.weight") && f.has("wte.weight") {
-        ""
-    } else {
-        "transformer."
-    };
-    let nb = cfg.norm_bias;
-    let lb = cfg.linear_bias;
+    let n = Gpt2Names::of(f, layout);
+    let (nb, lb, orient) = (cfg.norm_bias, cfg.linear_bias, n.orient);
     let norm = |f: &mut Fetch, name: &str| -> Result<Norm> {
         Ok(Norm {
             weight: f.vector(&format!("{name}.weight"), c)?,
@@ -294,40 +354,30 @@ fn gpt2(f: &mut Fetch, cfg: &ModelConfig, layout: Layout) -> Result<Weights> {
             b: f.opt_vector(&format!("{name}.bias"), out, lb)?,
         })
     };
-    let tok_emb = f.matrix(&format!("{p}wte.weight"), v, c, Orient::OutIn)?;
-    let pos_emb = Some(f.matrix(
-        &format!("{p}wpe.weight"),
-        cfg.context_length,
-        c,
-        Orient::OutIn,
-    )?);
+    let tok_emb = f.matrix(&n.wte, v, c, Orient::OutIn)?;
+    let pos_emb = Some(f.matrix(&n.wpe, cfg.context_length, c, Orient::OutIn)?);
     let mut blocks = Vec::with_capacity(cfg.n_layer);
     for i in 0..cfg.n_layer {
-        let b = format!("{p}h.{i}");
+        let b = (n.block)(i);
         blocks.push(Block {
-            attn_norm: norm(f, &format!("{b}.ln_1"))?,
-            qkv: linear(f, &format!("{b}.attn.c_attn"), 3 * c, c)?,
-            attn_out: linear(f, &format!("{b}.attn.c_proj"), c, c)?,
-            mlp_norm: norm(f, &format!("{b}.ln_2"))?,
-            up: linear(f, &format!("{b}.mlp.c_fc"), ff, c)?,
-            down: linear(f, &format!("{b}.mlp.c_proj"), c, ff)?,
+            attn_norm: norm(f, &format!("{b}.{}", n.ln_1))?,
+            qkv: linear(f, &format!("{b}.{}", n.c_attn), 3 * c, c)?,
+            attn_out: linear(f, &format!("{b}.{}", n.c_proj), c, c)?,
+            mlp_norm: norm(f, &format!("{b}.{}", n.ln_2))?,
+            up: linear(f, &format!("{b}.{}", n.c_fc), ff, c)?,
+            down: linear(f, &format!("{b}.{}", n.mlp_proj), c, ff)?,
         });
     }
     let final_norm = if cfg.final_norm {
-        Some(norm(f, &format!("{p}ln_f"))?)
+        Some(norm(f, &n.ln_f)?)
     } else {
         None
-    };
-    let head_orient = if layout == Layout::HipGpt {
-        Orient::InOut
-    } else {
-        Orient::OutIn
     };
     let head = if cfg.tied_head {
         None
     } else {
         Some(Linear {
-            w: f.matrix("lm_head.weight", v, c, head_orient)?,
+            w: f.matrix(n.head, v, c, n.head_orient)?,
             b: None,
         })
     };
@@ -461,61 +511,4 @@ fn llama(f: &mut Fetch, cfg: &ModelConfig, layout: Layout) -> Result<Weights> {
         final_norm,
         head,
     })
-}
-
-/// GGUF `gpt2`: fused `attn_qkv`, learned `position_embd`, LayerNorms and linears with biases.
-fn gguf_gpt2(f: &mut Fetch, cfg: &ModelConfig) -> Result<Weights> {
-    let (c, ff, v) = (cfg.d_model, cfg.d_ff, cfg.vocab_size);
-    let (nb, lb) = (cfg.norm_bias, cfg.linear_bias);
-    let norm = |f: &mut Fetch, name: &str| -> Result<Norm> {
-        Ok(Norm {
-            weight: f.vector(&format!("{name}.weight"), c)?,
-            bias: f.opt_vector(&format!("{name}.bias"), c, nb)?,
-        })
-    };
-    let linear = |f: &mut Fetch, name: &str, out: usize, inp: usize| -> Result<Linear> {
-        Ok(Linear {
-            w: f.matrix(&format!("{name}.weight"), out, inp, Orient::OutIn)?,
-            b: f.opt_vector(&format!("{name}.bias"), out, lb)?,
-        })
-    };
-    let tok_emb = f.matrix("token_embd.weight", v, c, Orient::OutIn)?;
-    // Positions are added row by row as f32.
-    let pos_emb = Some(
-        f.matrix("position_embd.weight", cfg.context_length, c, Orient::OutIn)?
-            .to_f32(),
-    );
-    let mut blocks = Vec::with_capacity(cfg.n_layer);
-    for i in 0..cfg.n_layer {
-        let b = format!("blk.{i}");
-        blocks.push(Block {
-            attn_norm: norm(f, &format!("{b}.attn_norm"))?,
-            qkv: linear(f, &format!("{b}.attn_qkv"), 3 * c, c)?,
-            attn_out: linear(f, &format!("{b}.attn_output"), c, c)?,
-            mlp_norm: norm(f, &format!("{b}.ffn_norm"))?,
-            up: linear(f, &format!("{b}.ffn_up"), ff, c)?,
-            down: linear(f, &format!("{b}.ffn_down"), c, ff)?,
-        });
-    }
-    let final_norm = Some(norm(f, "output_norm")?);
-    let head = if cfg.tied_head {
-        None
-    } else {
-        Some(Linear {
-            w: f.matrix("output.weight", v, c, Orient::OutIn)?,
-            b: None,
-        })
-    };
-    Ok(Weights {
-        tok_emb,
-        pos_emb,
-        blocks,
-        final_norm,
-        head,
-    })
-}
-
-/// The path a store was read from (for messages built outside this module).
-pub fn source(store: &TensorStore) -> &Path {
-    &store.source
 }

@@ -245,7 +245,7 @@ impl SamplerConfig {
                 }
                 Stage::NoRepeatNgram => self
                     .no_repeat_ngram
-                    .map(|n| Box::new(NoRepeatNgram { n }) as _),
+                    .map(|n| Box::new(NoRepeatNgram::new(n)) as _),
                 Stage::Temperature if self.temperature != 1.0 && self.temperature > 0.0 => {
                     Some(Box::new(Temperature(self.temperature)))
                 }
@@ -289,6 +289,8 @@ pub struct Sampler {
     chain: Vec<(Stage, Box<dyn Processor>)>,
     rng: ChaCha20Rng,
     cand: Candidates,
+    /// The unprocessed logits as candidates, for model log-probabilities.
+    raw: Candidates,
     probs: Vec<f64>,
 }
 
@@ -300,6 +302,7 @@ impl Sampler {
             rng: ChaCha20Rng::seed_from_u64(config.seed),
             config,
             cand: Candidates::default(),
+            raw: Candidates::default(),
             probs: Vec::new(),
         })
     }
@@ -334,9 +337,8 @@ impl Sampler {
         let token = self.select()?;
         let lp = match source {
             LogprobSource::Model => {
-                let mut c = Candidates::default();
-                c.reset_from(&logits[..allowed.min(logits.len())]);
-                logprobs_of(&mut c, token, n_top, &mut self.probs)
+                self.raw.reset_from(&logits[..allowed.min(logits.len())]);
+                logprobs_of(&mut self.raw, token, n_top)
             }
             LogprobSource::Sampled => {
                 let mut c = std::mem::take(&mut self.cand);
@@ -344,7 +346,7 @@ impl Sampler {
                     // Greedy picks with certainty; report the processed logits' softmax.
                     c.drop_masked();
                 }
-                let lp = logprobs_of(&mut c, token, n_top, &mut self.probs);
+                let lp = logprobs_of(&mut c, token, n_top);
                 self.cand = c;
                 lp
             }
@@ -429,12 +431,7 @@ impl Sampler {
 }
 
 /// Log-probabilities over the candidates `c` (log-softmax of their logits, in f64).
-fn logprobs_of(
-    c: &mut Candidates,
-    token: u32,
-    n_top: usize,
-    _scratch: &mut Vec<f64>,
-) -> TokenLogprobs {
+fn logprobs_of(c: &mut Candidates, token: u32, n_top: usize) -> TokenLogprobs {
     c.sort();
     let max = c.items().first().map_or(f32::NEG_INFINITY, |x| x.logit) as f64;
     let lse = if max == f64::NEG_INFINITY {
@@ -464,19 +461,6 @@ fn logprobs_of(
         logprob,
         top,
     }
-}
-
-/// Index of the largest value; the lowest index wins ties; NaN never wins.
-pub fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0usize;
-    let mut best_v = f32::NEG_INFINITY;
-    for (i, &v) in x.iter().enumerate() {
-        if v > best_v {
-            best = i;
-            best_v = v;
-        }
-    }
-    best as u32
 }
 
 #[cfg(test)]

@@ -119,6 +119,13 @@ impl Processor for PresenceFrequency {
 #[derive(Debug, Clone)]
 pub struct NoRepeatNgram {
     pub n: usize,
+    seq: Vec<u32>,
+}
+
+impl NoRepeatNgram {
+    pub fn new(n: usize) -> Self {
+        NoRepeatNgram { n, seq: Vec::new() }
+    }
 }
 
 impl Processor for NoRepeatNgram {
@@ -127,7 +134,9 @@ impl Processor for NoRepeatNgram {
     }
     fn apply(&mut self, c: &mut Candidates, h: &History<'_>) {
         let n = self.n;
-        let seq: Vec<u32> = h.tail(None).collect();
+        self.seq.clear();
+        self.seq.extend(h.tail(None));
+        let seq = &self.seq;
         if n == 0 || seq.len() + 1 < n {
             return;
         }
@@ -281,6 +290,9 @@ impl Processor for MinP {
 pub struct TypicalP {
     pub mass: f32,
     probs: Vec<f64>,
+    /// (distance from the entropy, index in the sorted order)
+    order: Vec<(f64, usize)>,
+    keep: Vec<bool>,
 }
 
 impl TypicalP {
@@ -288,6 +300,8 @@ impl TypicalP {
         TypicalP {
             mass,
             probs: Vec::new(),
+            order: Vec::new(),
+            keep: Vec::new(),
         }
     }
 }
@@ -308,22 +322,18 @@ impl Processor for TypicalP {
             .filter(|&&p| p > 0.0)
             .map(|&p| -p * p.ln())
             .sum();
-        // (distance from the entropy, index in the sorted order)
-        let mut order: Vec<(f64, usize)> = self
-            .probs
-            .iter()
-            .enumerate()
-            .map(|(i, &p)| {
-                let surprisal = if p > 0.0 { -p.ln() } else { f64::INFINITY };
-                ((surprisal - entropy).abs(), i)
-            })
-            .collect();
+        let order = &mut self.order;
+        order.clear();
+        order.extend(self.probs.iter().enumerate().map(|(i, &p)| {
+            let surprisal = if p > 0.0 { -p.ln() } else { f64::INFINITY };
+            ((surprisal - entropy).abs(), i)
+        }));
         order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         // HF: last_ind = number of tokens whose cumulative probability is < mass (clamped);
         // keep every token whose distance is <= the distance at last_ind.
         let mut cum = 0.0f64;
         let mut last = 0usize;
-        for &(_, i) in &order {
+        for &(_, i) in order.iter() {
             cum += self.probs[i];
             if cum < self.mass as f64 {
                 last += 1;
@@ -333,8 +343,10 @@ impl Processor for TypicalP {
         }
         let last = last.min(order.len() - 1);
         let cutoff = order[last].0;
-        let mut keep = vec![false; order.len()];
-        for &(d, i) in &order {
+        let keep = &mut self.keep;
+        keep.clear();
+        keep.resize(order.len(), false);
+        for &(d, i) in order.iter() {
             keep[i] = d <= cutoff;
         }
         keep[order[0].1] = true;

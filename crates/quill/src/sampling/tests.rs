@@ -63,7 +63,7 @@ fn no_repeat_ngram_bans_completions_of_seen_ngrams() {
         generated: &[5, 6],
     };
     let mut c = cands(&[0.0; 8]);
-    NoRepeatNgram { n: 3 }.apply(&mut c, &h);
+    NoRepeatNgram::new(3).apply(&mut c, &h);
     let banned: Vec<u32> = left(&c)
         .into_iter()
         .filter(|x| x.1 == f32::NEG_INFINITY)
@@ -72,7 +72,7 @@ fn no_repeat_ngram_bans_completions_of_seen_ngrams() {
     assert_eq!(banned, vec![7]);
     // n = 1 bans every token already present.
     let mut c = cands(&[0.0; 8]);
-    NoRepeatNgram { n: 1 }.apply(&mut c, &h);
+    NoRepeatNgram::new(1).apply(&mut c, &h);
     assert_eq!(
         left(&c).iter().filter(|x| x.1 == f32::NEG_INFINITY).count(),
         3
