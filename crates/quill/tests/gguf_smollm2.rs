@@ -103,9 +103,9 @@ fn tokenizes_prompts_as_recorded() {
 /// Compares last-position logits with the reference at the top-64 ids and ~50 sampled ids.
 /// Returns (max |Δ|, mean |Δ|, std of the reference logits) per prompt after checking that the
 /// argmax is the same and the reference's top 3 are in quill's top 5.
-fn compare(model: &quill::Model) -> Vec<(f32, f32, f32)> {
+fn compare(model: &quill::Model, reference: &serde_json::Value) -> Vec<(f32, f32, f32)> {
     let mut out = Vec::new();
-    for p in reference()["prompts"].as_array().unwrap() {
+    for p in reference["prompts"].as_array().unwrap() {
         let prompt = ids(&p["ids"]);
         let mut cache = model.new_cache(64);
         let mut scratch = Default::default();
@@ -145,35 +145,89 @@ fn compare(model: &quill::Model) -> Vec<(f32, f32, f32)> {
     out
 }
 
-/// The weights stay quantized (Q4_1 / Q8_0 blocks, memory-mapped) and quill's matmul
-/// dequantizes one row at a time into f32 before the dot product, so the quantized model
-/// computes what the reference computes: float32 over the same dequantized weights. The only
-/// differences are float32 summation order and rounding through 30 layers: max |Δ| < 2e-3
-/// (observed 1e-5 to 2e-5 on logits whose std is 2.9 to 4.1), far below any ranking change.
+/// The weights stay quantized (Q4_1 / Q8_0 blocks, memory-mapped) and quill's integer kernels
+/// quantize each activation row to 8 bits per 32 values before the block dot products, as
+/// llama.cpp does. The `q8act` reference is the same numpy forward pass with exactly that
+/// activation quantization (bit for bit) before every matmul, in float64 over the dequantized
+/// weights. After block 0 the residual stream agrees to f32 rounding (observed max |Δ| 6e-6 on
+/// values up to 31). From then on an activation whose last bits differ now and then lands on
+/// the other side of a rounding step, and SmolLM2's residual stream (values up to 22,000) carries
+/// such flips on: after block 1 max |Δ| is 0.008 on values up to 183, and by the logits the two
+/// runs differ by about a tenth of a standard deviation (observed 0.35 to 0.53, std 2.9 to
+/// 4.1), the same order as the activation quantization itself. The argmax and top 3 agree on
+/// every prompt (`compare`), and so do the 32 greedy tokens (`greedy_32_tokens_match_reference`).
 #[test]
-fn logits_match_float32_reference() {
+fn matches_reference_with_quantized_activations() {
     let Some(m) = load() else { return };
-    for (max, _, std) in compare(&m.model) {
-        assert!(max < 2e-3, "max |Δ| {max} (std {std})");
+    let r = &reference()["q8act"];
+    let prompt = ids(&r["prompts"][0]["ids"]);
+    let mut cache = m.model.new_cache(64);
+    let mut scratch = Default::default();
+    let mut hidden = Vec::new();
+    let mut tr = |name: &str, v: &[f32]| {
+        if name == "hidden.1" || name == "hidden.2" {
+            hidden.push(v.to_vec());
+        }
+    };
+    m.model
+        .forward(
+            &prompt,
+            &mut cache,
+            &mut scratch,
+            Logits::All,
+            Some(&mut tr),
+        )
+        .unwrap();
+    for (got, key, tol) in [
+        (&hidden[0], "hidden_1", 1e-4f32),
+        (&hidden[1], "hidden_2", 0.05),
+    ] {
+        let want = f32s(&r[key]);
+        assert_eq!(got.len(), want.len());
+        let max = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        eprintln!("{key}: max |Δ| {max}");
+        assert!(max < tol, "{key}: max |Δ| {max}");
+    }
+    for (max, mean, std) in compare(&m.model, r) {
+        assert!(
+            max < 0.25 * std && mean < 0.1 * std,
+            "max |Δ| {max}, mean {mean} (std {std})"
+        );
     }
 }
 
-/// llama.cpp's alternative kernel (activations quantized to 8 bits per block, integer dot
-/// products) stays close to the exact result on a real layer: ~0.4% relative error per product.
+/// Against the exact float32 forward pass over the same dequantized weights, the activation
+/// quantization costs a visible but small error (observed max |Δ| 0.37 to 0.48, about a tenth
+/// of a standard deviation), with the same argmax and top 3 (checked in `compare`).
 #[test]
-fn q8_activation_kernel_stays_close_to_exact() {
+fn logits_stay_close_to_the_float32_reference() {
+    let Some(m) = load() else { return };
+    for (max, mean, std) in compare(&m.model, &reference()) {
+        assert!(
+            max < 0.25 * std && mean < 0.1 * std,
+            "max |Δ| {max}, mean {mean} (std {std})"
+        );
+    }
+}
+
+/// The integer kernel on a real layer stays within 2% of the exact product with f32 activations.
+#[test]
+fn integer_kernel_stays_close_to_exact_on_a_real_layer() {
     let Some(m) = load() else { return };
     let b = &m.model.weights().blocks[0];
-    let quill::kernels::WeightData::Quant(q) = &b.up.w.data else {
-        panic!("ffn weights are quantized")
-    };
+    assert!(b.up.w.is_quantized(), "ffn weights are quantized");
+    let exact_w = b.up.w.to_f32();
     let x: Vec<f32> = (0..2 * 576)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
         .collect();
-    let mut exact = vec![0.0; 2 * q.rows];
-    let mut approx = vec![0.0; 2 * q.rows];
-    quill::kernels::matmul(&x, &b.up.w, None, &mut exact);
-    quill::kernels::quant::matmul_q8(&x, q, None, &mut approx);
+    let mut exact = vec![0.0; 2 * exact_w.rows];
+    let mut approx = vec![0.0; 2 * exact_w.rows];
+    quill::kernels::matmul(&x, &exact_w, None, &mut exact);
+    quill::kernels::matmul(&x, &b.up.w, None, &mut approx);
     let scale = exact.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
     let max = exact
         .iter()
@@ -194,12 +248,14 @@ fn greedy(model: &quill::Model, m: &quill::LoadedModel, prompt: Vec<u32>) -> Vec
     gen.run().unwrap().0
 }
 
-/// The reference is float32 over the dequantized weights: quill's forward pass over the same
-/// weights, kept quantized, reproduces its 32-token greedy continuation exactly.
+/// quill's forward pass over the quantized weights reproduces the `q8act` reference's 32-token
+/// greedy continuation exactly. (The exact float32 pass continues differently after 5 tokens:
+/// the activation quantization is a real, if small, change of the function; llama.cpp's CPU
+/// kernels make the same trade.)
 #[test]
 fn greedy_32_tokens_match_reference() {
     let Some(m) = load() else { return };
-    let r = reference();
+    let r = &reference()["q8act"];
     let want = ids(&r["greedy_32"]);
     let got = greedy(&m.model, &m, ids(&r["prompts"][0]["ids"]));
     let tok = m.tokenizer.as_ref().unwrap();

@@ -5,156 +5,15 @@
 //! Conventions: activations are row-major `[rows, cols]` slices of f32; weight matrices are
 //! `[out, in]` (nn.Linear orientation) so that every output is one contiguous dot product.
 
-mod fused;
+mod matmul;
 pub mod quant;
 mod simd;
+mod tile;
 mod weights;
 
+pub use matmul::matmul;
 pub use simd::{axpy, describe as simd_level};
 pub use weights::{Matrix, WeightData};
-
-/// `out[t, o] = Σ_i x[t, i] · w[o, i] (+ bias[o])` for `t` in `0..rows`.
-/// x: [rows, w.cols], out: [rows, w.rows].
-///
-/// Quantized and 16-bit weights are widened one row at a time into a small buffer (they stay
-/// compact in memory) and go through the same dot products as f32 weights, so such a model
-/// computes exactly what its float32 twin computes.
-pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
-    let src = match &w.data {
-        WeightData::Owned(_) | WeightData::Mapped { .. } => RowSource::F32(w.as_slice()),
-        WeightData::Quant(_) | WeightData::Half { .. } => RowSource::Widen(w),
-    };
-    tiled(x, w.rows, w.cols, &src, bias, out);
-}
-
-/// Where a weight row comes from.
-enum RowSource<'a> {
-    /// Contiguous `[rows, cols]` f32.
-    F32(&'a [f32]),
-    /// Quantized or 16-bit rows, widened to f32 on demand.
-    Widen(&'a Matrix),
-}
-
-impl RowSource<'_> {
-    /// Row `o` as f32: borrowed, or dequantized into `buf`.
-    #[inline]
-    fn row<'b>(&'b self, o: usize, cols: usize, buf: &'b mut Vec<f32>) -> &'b [f32] {
-        match self {
-            RowSource::F32(d) => &d[o * cols..(o + 1) * cols],
-            RowSource::Widen(m) => {
-                buf.resize(cols, 0.0);
-                m.row_into(o, buf);
-                buf
-            }
-        }
-    }
-}
-
-/// Output features per work item of [`matmul`].
-const TILE_ROWS: usize = 64;
-/// Below this many multiply-adds a product runs on the calling thread.
-const PARALLEL_MIN_MACS: usize = 1 << 16;
-
-/// The matmul driver. Threads split the output features: each streams its own weight rows
-/// once, for every input row (weights are the expensive read). Four input rows share each
-/// weight row (`simd::dot4`), leftovers go one at a time; both compute an output the same way,
-/// so results do not depend on thread count or batch composition.
-fn tiled(
-    x: &[f32],
-    n_out: usize,
-    n_in: usize,
-    src: &RowSource<'_>,
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    if n_out == 0 || n_in == 0 {
-        out.fill(0.0);
-        return;
-    }
-    let rows = x.len() / n_in;
-    debug_assert_eq!(x.len(), rows * n_in);
-    debug_assert_eq!(out.len(), rows * n_out);
-    let tile = TILE_ROWS.min(n_out);
-    let n_tiles = n_out.div_ceil(tile);
-    let b = |o: usize| bias.map_or(0.0, |b| b[o]);
-    // Computes tile `ti` into `o_buf` laid out [rows, tile].
-    let work = |ti: usize, o_buf: &mut [f32], wbuf: &mut Vec<f32>| {
-        let o0 = ti * tile;
-        let nt = tile.min(n_out - o0);
-        let xs = |r: usize| &x[r * n_in..(r + 1) * n_in];
-        for j in 0..nt {
-            let wr = src.row(o0 + j, n_in, wbuf);
-            let mut r = 0;
-            while r + 4 <= rows {
-                let d = simd::dot4([xs(r), xs(r + 1), xs(r + 2), xs(r + 3)], wr);
-                for (k, v) in d.iter().enumerate() {
-                    o_buf[(r + k) * tile + j] = v + b(o0 + j);
-                }
-                r += 4;
-            }
-            for rr in r..rows {
-                o_buf[rr * tile + j] = dot(xs(rr), wr) + b(o0 + j);
-            }
-        }
-    };
-    if rows * n_out * n_in < PARALLEL_MIN_MACS || rayon::current_num_threads() == 1 {
-        let (mut buf, mut wbuf) = (vec![0.0f32; rows * tile], Vec::new());
-        for ti in 0..n_tiles {
-            work(ti, &mut buf, &mut wbuf);
-            scatter(
-                &buf,
-                ti * tile,
-                tile.min(n_out - ti * tile),
-                tile,
-                n_out,
-                out,
-            );
-        }
-        return;
-    }
-    use rayon::prelude::*;
-    if rows == 1 {
-        // Decode: each thread writes its features straight into `out`.
-        let x0 = &x[..n_in];
-        out.par_chunks_mut(tile).enumerate().for_each(|(ti, o)| {
-            let mut wbuf = Vec::new();
-            for (j, dst) in o.iter_mut().enumerate() {
-                let oj = ti * tile + j;
-                let v = match src {
-                    RowSource::Widen(m) => fused::dot_row(m, oj, x0),
-                    RowSource::F32(_) => None,
-                };
-                *dst = v.unwrap_or_else(|| dot(x0, src.row(oj, n_in, &mut wbuf))) + b(oj);
-            }
-        });
-        return;
-    }
-    let results: Vec<Vec<f32>> = (0..n_tiles)
-        .into_par_iter()
-        .map(|ti| {
-            let (mut buf, mut wbuf) = (vec![0.0f32; rows * tile], Vec::new());
-            work(ti, &mut buf, &mut wbuf);
-            buf
-        })
-        .collect();
-    for (ti, buf) in results.iter().enumerate() {
-        scatter(
-            buf,
-            ti * tile,
-            tile.min(n_out - ti * tile),
-            tile,
-            n_out,
-            out,
-        );
-    }
-}
-
-/// Copies a tile's results (`nt` features of every row, stride `tile`) into `out` [rows, n_out].
-fn scatter(buf: &[f32], o0: usize, nt: usize, tile: usize, n_out: usize, out: &mut [f32]) {
-    for (r, orow) in out.chunks_exact_mut(n_out).enumerate() {
-        orow[o0..o0 + nt].copy_from_slice(&buf[r * tile..r * tile + nt]);
-    }
-}
 
 /// Dot product (SIMD where the CPU has it; fixed summation order, so results do not depend on
 /// threading or batching).

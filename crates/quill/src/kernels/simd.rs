@@ -27,6 +27,13 @@ fn level() -> Level {
     })
 }
 
+/// Whether the CPU has AVX2, FMA and F16C (the x86-64 kernels' instruction set), checked once.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn has_avx2_f16c() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| level() == Level::Avx2Fma && std::arch::is_x86_feature_detected!("f16c"))
+}
+
 /// The instruction set the kernels use on this machine.
 pub fn describe() -> &'static str {
     match level() {
@@ -48,17 +55,6 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
 }
 
-/// Four dot products of the rows `x` against `w`, each bit-identical to [`dot`].
-#[inline]
-pub fn dot4(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
-    match level() {
-        // SAFETY: as in `dot`.
-        #[cfg(target_arch = "x86_64")]
-        Level::Avx2Fma => unsafe { dot4_avx2(x, w) },
-        Level::Portable => dot4_portable(x, w),
-    }
-}
-
 /// `y[i] += alpha · x[i]`.
 #[inline]
 pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
@@ -77,14 +73,9 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 
 /// The portable kernel: the same accumulator layout as the SIMD one (two 8-lane partial sums
 /// over 16-element steps), written so the compiler vectorises it.
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    dot4_portable([a, a, a, a], b)[0]
-}
-
-fn dot4_portable(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
+fn dot_portable(xr: &[f32], w: &[f32]) -> f32 {
     let n = w.len();
-    let mut out = [0.0f32; 4];
-    for (r, xr) in x.iter().enumerate() {
+    {
         let mut a0 = [0.0f32; 8];
         let mut a1 = [0.0f32; 8];
         let mut i = 0;
@@ -109,9 +100,8 @@ fn dot4_portable(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
         for j in i..n {
             s += xr[j] * w[j];
         }
-        out[r] = s;
+        s
     }
-    out
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -140,47 +130,6 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
         s += *pa.add(j) * *pb.add(j);
     }
     s
-}
-
-/// Four dot products against one shared vector `w`: each output follows exactly the arithmetic
-/// of a single [`dot`] (two 8-lane accumulators over 16-element steps, one 8-element step,
-/// a horizontal sum, then the scalar tail in order), so rows computed four at a time are
-/// bit-identical to rows computed alone. `w` is loaded once for all four.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot4_avx2(x: [&[f32]; 4], w: &[f32]) -> [f32; 4] {
-    use std::arch::x86_64::*;
-    let n = w.len();
-    let pw = w.as_ptr();
-    let px = [x[0].as_ptr(), x[1].as_ptr(), x[2].as_ptr(), x[3].as_ptr()];
-    let mut a0 = [_mm256_setzero_ps(); 4];
-    let mut a1 = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    while i + 16 <= n {
-        let w0 = _mm256_loadu_ps(pw.add(i));
-        let w1 = _mm256_loadu_ps(pw.add(i + 8));
-        for r in 0..4 {
-            a0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(px[r].add(i)), w0, a0[r]);
-            a1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(px[r].add(i + 8)), w1, a1[r]);
-        }
-        i += 16;
-    }
-    if i + 8 <= n {
-        let w0 = _mm256_loadu_ps(pw.add(i));
-        for r in 0..4 {
-            a0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(px[r].add(i)), w0, a0[r]);
-        }
-        i += 8;
-    }
-    let mut out = [0.0f32; 4];
-    for r in 0..4 {
-        let mut s = hsum256(_mm256_add_ps(a0[r], a1[r]));
-        for j in i..n {
-            s += *px[r].add(j) * *pw.add(j);
-        }
-        out[r] = s;
-    }
-    out
 }
 
 #[cfg(target_arch = "x86_64")]

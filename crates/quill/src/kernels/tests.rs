@@ -210,7 +210,7 @@ fn mapped_weights_borrow_aligned_f32_only() {
 
 #[test]
 fn half_weights_compute_exactly_what_their_f32_widening_computes() {
-    // Odd sizes, several tiles, and large enough for the threaded (fused) single-row path.
+    // Odd sizes, several tiles, and large enough for the threaded single-row path.
     let (rows, cols) = (301, 231);
     let vals = values(rows * cols, 21);
     for bf16 in [false, true] {
@@ -251,7 +251,7 @@ fn half_weights_compute_exactly_what_their_f32_widening_computes() {
             matmul(&x, &m, None, &mut a);
             matmul(&x, &f, None, &mut b);
             assert_eq!(a, b, "bf16 = {bf16}, offset {offset}");
-            // One row (decode) goes through the fused kernels: same bits as the batch.
+            // One row (decode) uses other tile shapes: same bits as the batch.
             let (mut one, mut one_f) = (vec![0.0; rows], vec![0.0; rows]);
             matmul(&x[..cols], &m, None, &mut one);
             matmul(&x[..cols], &f, None, &mut one_f);
@@ -261,43 +261,157 @@ fn half_weights_compute_exactly_what_their_f32_widening_computes() {
     }
 }
 
+/// Random blocks of `dtype` with finite, moderate f16 scales (and mins) at `scale_offsets`.
+fn random_blocks(dtype: crate::tensor::DType, n_blocks: usize, seed: u64) -> Vec<u8> {
+    use crate::tensor::DType;
+    let bb = dtype.block_bytes();
+    let scale_offsets: &[usize] = match dtype {
+        DType::Q8_0 | DType::Q4_0 => &[0],
+        DType::Q4_1 | DType::Q4K | DType::Q5K => &[0, 2],
+        _ => &[208],
+    };
+    let raw = values(n_blocks * bb, seed);
+    let mut bytes: Vec<u8> = raw.iter().map(|v| ((v + 1.0) * 127.9) as u8).collect();
+    for (i, blk) in bytes.chunks_exact_mut(bb).enumerate() {
+        for (k, &off) in scale_offsets.iter().enumerate() {
+            let sign = if k == 1 && dtype == DType::Q4_1 {
+                -1.0
+            } else {
+                1.0
+            };
+            let v = sign * (0.002 + 0.004 * ((i * 3 + k) % 7) as f32);
+            blk[off..off + 2].copy_from_slice(&half::f16::from_f32(v).to_le_bytes());
+        }
+    }
+    bytes
+}
+
+/// The integer kernels compute `Σ w·x̂`: the dequantized weights times the activations as
+/// quantized to 8 bits (`QActs`), up to f32 rounding. Checked against an f64 reference for every
+/// block type, on odd row and feature counts (and several parts stacked), and a single row
+/// (decode) is bit-identical to the same row inside a batch.
 #[test]
-fn quantized_rows_compute_exactly_what_their_dequantized_rows_compute() {
+fn quantized_matmul_is_dequantized_weights_times_quantized_activations() {
+    use crate::kernels::quant::act::QActs;
     use crate::kernels::quant::{QuantMatrix, QuantPart};
     use crate::tensor::{Bytes, DType};
-    let (rows, cols) = (290, 256);
-    for (dtype, block_bytes, scales) in [
-        (DType::Q8_0, 34, 1),
-        (DType::Q4_0, 18, 1),
-        (DType::Q4_1, 20, 2),
-    ] {
-        // Random blocks with sane f16 scales (and mins).
-        let raw = values(rows * cols / 32 * block_bytes, 31);
-        let mut bytes = Vec::with_capacity(raw.len());
-        for (i, chunk) in raw.chunks(block_bytes).enumerate() {
-            for k in 0..scales {
-                let v = 0.01 + 0.02 * ((i + k) % 7) as f32 * if k == 1 { -1.0 } else { 1.0 };
-                bytes.extend_from_slice(&half::f16::from_f32(v).to_le_bytes());
+    let cases: &[(&[DType], usize)] = &[
+        (&[DType::Q8_0], 96),
+        (&[DType::Q4_0], 96),
+        (&[DType::Q4_1], 96),
+        (&[DType::Q4K], 512),
+        (&[DType::Q5K], 512),
+        (&[DType::Q6K], 512),
+        (&[DType::Q4_0, DType::Q8_0, DType::Q4_1], 160),
+        (&[DType::Q6K, DType::Q4K], 256),
+    ];
+    for (ci, &(dtypes, cols)) in cases.iter().enumerate() {
+        let part_rows = [37usize, 5, 22];
+        let mut parts = Vec::new();
+        for (k, &dt) in dtypes.iter().enumerate() {
+            let rows = part_rows[k];
+            let n_blocks = rows * cols / dt.block_elems();
+            let b = Bytes::Owned(std::sync::Arc::new(random_blocks(
+                dt,
+                n_blocks,
+                40 + ci as u64 + k as u64,
+            )));
+            parts.push(QuantPart::new(dt, rows, cols, &b, 0).expect("whole blocks"));
+        }
+        let q = Matrix::quantized(QuantMatrix::new(cols, parts));
+        let f = q.to_f32();
+        let n_rows = 7;
+        let x = values(n_rows * cols, 50 + ci as u64);
+        let bias = values(q.rows, 51);
+        let mut got = vec![0.0; n_rows * q.rows];
+        matmul(&x, &q, Some(&bias), &mut got);
+        // Each part sees the activations quantized in its own block size.
+        let mut acts = std::collections::HashMap::new();
+        for &dt in dtypes {
+            let block = crate::kernels::quant::int::act_block(dt);
+            acts.entry(block).or_insert_with(|| {
+                let mut a = QActs::default();
+                a.quantize(&x, cols, block);
+                (0..n_rows).map(|r| a.dequantized(r)).collect::<Vec<_>>()
+            });
+        }
+        let mut want = vec![0.0f64; n_rows * q.rows];
+        let mut mag = vec![0.0f64; n_rows * q.rows];
+        let mut o = 0;
+        for (k, &dt) in dtypes.iter().enumerate() {
+            let xq = &acts[&crate::kernels::quant::int::act_block(dt)];
+            for _ in 0..part_rows[k] {
+                for r in 0..n_rows {
+                    let wr = f.row(o);
+                    want[r * q.rows + o] = bias[o] as f64
+                        + (0..cols)
+                            .map(|i| wr[i] as f64 * xq[r][i] as f64)
+                            .sum::<f64>();
+                    mag[r * q.rows + o] = (0..cols)
+                        .map(|i| (wr[i] as f64 * xq[r][i] as f64).abs())
+                        .sum::<f64>();
+                }
+                o += 1;
             }
-            bytes.extend(
-                chunk[2 * scales..]
-                    .iter()
-                    .map(|v| ((v + 1.0) * 127.0) as u8),
+        }
+        for i in 0..got.len() {
+            let err = (got[i] as f64 - want[i]).abs();
+            assert!(
+                err <= 1e-5 * (1.0 + mag[i]),
+                "{dtypes:?} output {i}: {} vs {} (err {err})",
+                got[i],
+                want[i]
             );
         }
-        let b = Bytes::Owned(std::sync::Arc::new(bytes));
-        let part = QuantPart::new(dtype, rows, cols, &b, 0).expect("whole blocks");
-        let q = Matrix::quantized(QuantMatrix::new(cols, vec![part]));
-        let f = q.to_f32();
-        let x = values(5 * cols, 32);
-        let (mut a, mut c) = (vec![0.0; rows], vec![0.0; rows]);
-        matmul(&x[..cols], &q, None, &mut a); // fused decode kernel
-        matmul(&x[..cols], &f, None, &mut c);
-        assert_eq!(a, c, "{dtype}");
-        let (mut a5, mut c5) = (vec![0.0; 5 * rows], vec![0.0; 5 * rows]);
-        matmul(&x, &q, None, &mut a5); // dequantize-then-dot batch path
-        matmul(&x, &f, None, &mut c5);
-        assert_eq!(a5, c5, "{dtype}");
-        assert_eq!(a, a5[..rows], "{dtype}: decode equals row 0 of the batch");
+        // Decode (one row) gives the same bits as that row inside the batch.
+        for r in [0, 3, 6] {
+            let mut one = vec![0.0; q.rows];
+            matmul(&x[r * cols..(r + 1) * cols], &q, Some(&bias), &mut one);
+            assert_eq!(one, got[r * q.rows..(r + 1) * q.rows], "{dtypes:?} row {r}");
+        }
+        // And the quantization error against the exact f32 product stays small.
+        let mut exact = vec![0.0; n_rows * q.rows];
+        matmul(&x, &f, Some(&bias), &mut exact);
+        let scale = exact.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+        let worst = got
+            .iter()
+            .zip(&exact)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 0.03 * scale, "{dtypes:?}: {worst} vs scale {scale}");
+    }
+}
+
+/// Large enough for the threaded path: the result does not depend on how many rows are in the
+/// batch or how the features are split into chunks.
+#[test]
+fn batch_composition_does_not_change_any_output() {
+    use crate::kernels::quant::{QuantMatrix, QuantPart};
+    use crate::tensor::{Bytes, DType};
+    let (rows, cols) = (1001, 256);
+    let b = Bytes::Owned(std::sync::Arc::new(random_blocks(
+        DType::Q4_0,
+        rows * cols / 32,
+        60,
+    )));
+    let q = Matrix::quantized(QuantMatrix::new(
+        cols,
+        vec![QuantPart::new(DType::Q4_0, rows, cols, &b, 0).expect("whole blocks")],
+    ));
+    let f = Matrix::from_vec(rows, cols, values(rows * cols, 61));
+    for m in [&q, &f] {
+        let x = values(9 * cols, 62);
+        let mut all = vec![0.0; 9 * rows];
+        matmul(&x, m, None, &mut all);
+        for (start, n) in [(0usize, 1usize), (2, 3), (4, 5), (8, 1)] {
+            let mut part = vec![0.0; n * rows];
+            matmul(&x[start * cols..(start + n) * cols], m, None, &mut part);
+            assert_eq!(
+                part,
+                all[start * rows..(start + n) * rows],
+                "rows {start}..{}",
+                start + n
+            );
+        }
     }
 }

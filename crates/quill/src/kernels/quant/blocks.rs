@@ -1,6 +1,7 @@
 //! The 32-value block formats Q8_0, Q4_0 and Q4_1 (layouts in the parent module's docs).
 
-use super::{f16_at, Q8Row, QK};
+use super::act::QRow;
+use super::{f16_at, QK};
 
 const Q8_0_BYTES: usize = 34;
 const Q4_0_BYTES: usize = 18;
@@ -52,7 +53,7 @@ fn idot(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
 }
 
-pub(super) fn dot_q8_0(row: &[u8], a: &Q8Row) -> f32 {
+pub(super) fn dot_q8_0(row: &[u8], a: &QRow<'_>) -> f32 {
     let mut acc = 0.0f32;
     for (i, b) in row.chunks_exact(Q8_0_BYTES).enumerate() {
         let mut w = [0i8; QK];
@@ -60,26 +61,27 @@ pub(super) fn dot_q8_0(row: &[u8], a: &Q8Row) -> f32 {
             *x = q as i8;
         }
         let s = idot(&w, &a.q[i * QK..][..QK]);
-        acc += f16_at(b, 0) * a.d[i] * s as f32;
+        acc += (f16_at(b, 0) * a.d[i]) * s as f32;
     }
     acc
 }
 
-pub(super) fn dot_q4_0(row: &[u8], a: &Q8Row) -> f32 {
+pub(super) fn dot_q4_0(row: &[u8], a: &QRow<'_>) -> f32 {
     let mut acc = 0.0f32;
     for (i, b) in row.chunks_exact(Q4_0_BYTES).enumerate() {
-        let s = idot(&nibbles(&b[2..]), &a.q[i * QK..][..QK]) - 8 * a.sums32[i];
-        acc += f16_at(b, 0) * a.d[i] * s as f32;
+        let s = idot(&nibbles(&b[2..]), &a.q[i * QK..][..QK])
+            - 8 * (a.sum16[2 * i] as i32 + a.sum16[2 * i + 1] as i32);
+        acc += (f16_at(b, 0) * a.d[i]) * s as f32;
     }
     acc
 }
 
-pub(super) fn dot_q4_1(row: &[u8], a: &Q8Row) -> f32 {
+pub(super) fn dot_q4_1(row: &[u8], a: &QRow<'_>) -> f32 {
     let mut acc = 0.0f32;
     for (i, b) in row.chunks_exact(Q4_1_BYTES).enumerate() {
         let s = idot(&nibbles(&b[4..]), &a.q[i * QK..][..QK]);
         let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-        acc += a.d[i] * (d * s as f32 + m * a.sums32[i] as f32);
+        acc += (d * a.d[i]) * s as f32 + m * a.s[i];
     }
     acc
 }

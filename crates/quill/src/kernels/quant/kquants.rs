@@ -9,7 +9,8 @@
 //! - Q6_K (210 bytes): `ql: [u8; 128], qh: [u8; 64], scales: [i8; 16], d: f16`. Sixteen
 //!   sub-blocks of 16 values with signed 8-bit scales; `x = d·sc·(q − 32)` with 6-bit `q`.
 
-use super::{f16_at, Q8Row, QK_K};
+use super::act::QRow;
+use super::{f16_at, QK_K};
 
 const Q4_K_BYTES: usize = 144;
 const Q5_K_BYTES: usize = 176;
@@ -102,12 +103,12 @@ fn idot(a: &[i8], b: &[i8]) -> i32 {
     a.iter().zip(b).map(|(&x, &y)| x as i32 * y as i32).sum()
 }
 
-fn dot45(u: &Unpacked45, a: &Q8Row, blk: usize) -> f32 {
+fn dot45(u: &Unpacked45, a: &QRow<'_>, blk: usize) -> f32 {
     let aq = &a.q[blk * QK_K..][..QK_K];
     let (mut sum_q, mut sum_m) = (0i32, 0i32);
     for s in 0..8 {
         sum_q += u.sc[s] * idot(&u.q[32 * s..32 * s + 32], &aq[32 * s..32 * s + 32]);
-        sum_m += u.m[s] * a.sums32[blk * 8 + s];
+        sum_m += u.m[s] * (a.sum16[blk * 16 + 2 * s] as i32 + a.sum16[blk * 16 + 2 * s + 1] as i32);
     }
     a.d[blk] * (u.d * sum_q as f32 - u.dmin * sum_m as f32)
 }
@@ -132,7 +133,7 @@ pub(super) fn dequant_q5_k(data: &[u8], out: &mut [f32]) {
     }
 }
 
-pub(super) fn dot_q4_k(row: &[u8], a: &Q8Row) -> f32 {
+pub(super) fn dot_q4_k(row: &[u8], a: &QRow<'_>) -> f32 {
     let mut acc = 0.0f32;
     for (i, b) in row.chunks_exact(Q4_K_BYTES).enumerate() {
         acc += dot45(&unpack_q4_k(b), a, i);
@@ -140,7 +141,7 @@ pub(super) fn dot_q4_k(row: &[u8], a: &Q8Row) -> f32 {
     acc
 }
 
-pub(super) fn dot_q5_k(row: &[u8], a: &Q8Row) -> f32 {
+pub(super) fn dot_q5_k(row: &[u8], a: &QRow<'_>) -> f32 {
     let mut acc = 0.0f32;
     for (i, b) in row.chunks_exact(Q5_K_BYTES).enumerate() {
         acc += dot45(&unpack_q5_k(b), a, i);
@@ -186,7 +187,7 @@ pub(super) fn dequant_q6_k(data: &[u8], out: &mut [f32]) {
     }
 }
 
-pub(super) fn dot_q6_k(row: &[u8], a: &Q8Row) -> f32 {
+pub(super) fn dot_q6_k(row: &[u8], a: &QRow<'_>) -> f32 {
     let mut acc = 0.0f32;
     for (i, b) in row.chunks_exact(Q6_K_BYTES).enumerate() {
         let (q, sc, d) = unpack_q6_k(b);

@@ -1,0 +1,364 @@
+//! The matrix-product driver: `out = x · Wᵀ (+ bias)` for every weight storage, split across the
+//! thread pool by output features, computed by register-tiled micro-kernels.
+//!
+//! - f32, f16 and bf16 weights go through the float tiles ([`super::tile`]): 16-bit weights are
+//!   widened in registers, so they stream at half the bytes of f32 and compute exactly what
+//!   their f32 widening computes.
+//! - Block-quantized weights go through the integer tiles ([`super::quant::int`]): the
+//!   activation rows are quantized to 8 bits once per call, then every output is a sum of
+//!   integer block dot products.
+//!
+//! Work split: the output features (weight rows, the expensive read) are cut into contiguous
+//! chunks, a few per thread, so each thread streams disjoint weight rows once for every input
+//! row. Inside a chunk, `C` weight rows at a time are kept in registers/L1 while blocks of input
+//! rows pass `R` at a time. Every output is computed by the same arithmetic whatever `R`, `C`,
+//! the chunking or the thread count, so a sequence's results do not depend on the batch it is in.
+//! Nothing is allocated per call once the per-thread activation buffers have grown.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::quant::act::{QActs, QRow};
+use super::quant::{int, QK, QK_K};
+use super::tile::{self, WKind};
+use super::weights::{Matrix, WeightData};
+use crate::tensor::DType;
+
+/// Below this many multiply-adds a product runs on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 16;
+/// Input rows per cache block: the block's activations stay in L2 while a chunk of weight rows
+/// passes over them.
+const ROW_BLOCK: usize = 16;
+/// Chunks of output features per thread (load balance against scheduling overhead).
+const CHUNKS_PER_THREAD: usize = 4;
+
+/// `out[t, o] = Σ_i x[t, i] · w[o, i] (+ bias[o])` for `t` in `0..rows`.
+/// x: [rows, w.cols], out: [rows, w.rows].
+pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
+    let (n_out, n_in) = (w.rows, w.cols);
+    if n_out == 0 || n_in == 0 {
+        out.fill(0.0);
+        return;
+    }
+    let rows = x.len() / n_in;
+    debug_assert_eq!(x.len(), rows * n_in);
+    debug_assert_eq!(out.len(), rows * n_out);
+    let segs = Segments::of(w);
+    let (need32, need_k) = segs.activation_blocks();
+    ACTS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut acts) => {
+            let (a32, ak) = &mut *acts;
+            run(x, rows, n_in, &segs, need32, need_k, a32, ak, bias, out);
+        }
+        // Re-entered on this thread (a nested job stole work while this one waits): use
+        // private buffers rather than the busy ones.
+        Err(_) => {
+            let (mut a32, mut ak) = (QActs::default(), QActs::default());
+            run(
+                x, rows, n_in, &segs, need32, need_k, &mut a32, &mut ak, bias, out,
+            );
+        }
+    });
+}
+
+thread_local! {
+    /// Per-thread quantized-activation buffers (32-value and 256-value blocks).
+    static ACTS: RefCell<(QActs, QActs)> = RefCell::new(Default::default());
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    x: &[f32],
+    rows: usize,
+    n_in: usize,
+    segs: &Segments<'_>,
+    need32: bool,
+    need_k: bool,
+    a32: &mut QActs,
+    ak: &mut QActs,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    if need32 {
+        a32.quantize(x, n_in, QK);
+    }
+    if need_k {
+        ak.quantize(x, n_in, QK_K);
+    }
+    let n_out = segs.n_out;
+    let threads = rayon::current_num_threads();
+    let parallel = threads > 1 && rows * n_out * n_in >= PARALLEL_MIN_MACS;
+    let chunk = if parallel {
+        (n_out / (threads * CHUNKS_PER_THREAD))
+            .max(16)
+            .next_multiple_of(4)
+    } else {
+        n_out
+    };
+    let n_tasks: usize = (0..segs.len)
+        .map(|s| segs.get(s).rows.div_ceil(chunk))
+        .sum();
+    let dst = Out {
+        ptr: out.as_mut_ptr(),
+        n_out,
+    };
+    let ctx = Ctx {
+        x,
+        rows,
+        n_in,
+        a32,
+        ak,
+        bias,
+        dst,
+    };
+    let task = |t: usize| {
+        let (seg, a, b) = segs.task(t, chunk);
+        ctx.compute(&seg, a, b);
+    };
+    if parallel && n_tasks > 1 {
+        (0..n_tasks).into_par_iter().for_each(task);
+    } else {
+        (0..n_tasks).for_each(task);
+    }
+}
+
+/// A row range of the weight matrix with one storage type.
+#[derive(Clone, Copy)]
+struct Seg<'a> {
+    kind: Kind,
+    /// `rows · row_bytes` bytes.
+    data: &'a [u8],
+    row_bytes: usize,
+    rows: usize,
+    /// Index of the segment's first row among the matrix's output features.
+    first: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Float(WKind),
+    Quant(DType),
+}
+
+/// The segments of a matrix: one for f32/16-bit storage, one per part for quantized storage.
+struct Segments<'a> {
+    w: &'a Matrix,
+    len: usize,
+    n_out: usize,
+}
+
+impl<'a> Segments<'a> {
+    fn of(w: &'a Matrix) -> Self {
+        let len = match &w.data {
+            WeightData::Quant(q) => q.parts.len(),
+            _ => 1,
+        };
+        Segments {
+            w,
+            len,
+            n_out: w.rows,
+        }
+    }
+
+    fn get(&self, i: usize) -> Seg<'a> {
+        let (rows, cols) = (self.w.rows, self.w.cols);
+        match &self.w.data {
+            WeightData::Owned(_) | WeightData::Mapped { .. } => {
+                let f = self.w.as_slice();
+                // SAFETY: reinterpreting initialised f32 values as their bytes.
+                let data =
+                    unsafe { std::slice::from_raw_parts(f.as_ptr().cast::<u8>(), f.len() * 4) };
+                Seg {
+                    kind: Kind::Float(WKind::F32),
+                    data,
+                    row_bytes: cols * 4,
+                    rows,
+                    first: 0,
+                }
+            }
+            WeightData::Half {
+                bytes,
+                offset,
+                bf16,
+                ..
+            } => Seg {
+                kind: Kind::Float(if *bf16 { WKind::Bf16 } else { WKind::F16 }),
+                data: &bytes.as_slice()[*offset..*offset + rows * cols * 2],
+                row_bytes: cols * 2,
+                rows,
+                first: 0,
+            },
+            WeightData::Quant(q) => {
+                let first = q.parts[..i].iter().map(|p| p.rows).sum();
+                let p = &q.parts[i];
+                Seg {
+                    kind: Kind::Quant(p.dtype),
+                    data: p.data(cols),
+                    row_bytes: p.row_bytes(cols),
+                    rows: p.rows,
+                    first,
+                }
+            }
+        }
+    }
+
+    /// Which activation quantizations the quantized segments need: (32-value, 256-value).
+    fn activation_blocks(&self) -> (bool, bool) {
+        let (mut b32, mut bk) = (false, false);
+        for i in 0..self.len {
+            if let Kind::Quant(d) = self.get(i).kind {
+                if int::act_block(d) == QK_K {
+                    bk = true;
+                } else {
+                    b32 = true;
+                }
+            }
+        }
+        (b32, bk)
+    }
+
+    /// Task `t` of chunks of `chunk` rows, counted segment by segment: (segment, rows a..b).
+    fn task(&self, mut t: usize, chunk: usize) -> (Seg<'a>, usize, usize) {
+        let mut last = self.get(0);
+        for i in 0..self.len {
+            let s = self.get(i);
+            let n = s.rows.div_ceil(chunk);
+            if t < n {
+                return (s, t * chunk, ((t + 1) * chunk).min(s.rows));
+            }
+            t -= n;
+            last = s;
+        }
+        (last, last.rows, last.rows)
+    }
+}
+
+/// Where results go: `out` [rows, n_out]. Tasks write disjoint columns.
+#[derive(Clone, Copy)]
+struct Out {
+    ptr: *mut f32,
+    n_out: usize,
+}
+// SAFETY: tasks write disjoint output features, and `matmul` holds `&mut out` until every task
+// has finished.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+struct Ctx<'a> {
+    x: &'a [f32],
+    rows: usize,
+    n_in: usize,
+    a32: &'a QActs,
+    ak: &'a QActs,
+    bias: Option<&'a [f32]>,
+    dst: Out,
+}
+
+/// Calls `$f::<R, C>(args)` for run-time `R` in 1..=4 and `C` in the listed values.
+macro_rules! by_shape {
+    ($r:expr, $c:expr, $f:ident $args:tt, [$($C:literal),*]) => {
+        match $r {
+            1 => by_shape!(@c 1, $c, $f $args, [$($C),*]),
+            2 => by_shape!(@c 2, $c, $f $args, [$($C),*]),
+            3 => by_shape!(@c 3, $c, $f $args, [$($C),*]),
+            _ => by_shape!(@c 4, $c, $f $args, [$($C),*]),
+        }
+    };
+    (@c $R:literal, $c:expr, $f:ident $args:tt, [$($C:literal),*]) => {
+        match $c {
+            $($C => $f::<$R, $C> $args,)*
+            _ => {}
+        }
+    };
+}
+
+impl Ctx<'_> {
+    /// Outputs `a..b` of segment `seg`, for every input row.
+    fn compute(&self, seg: &Seg<'_>, a: usize, b: usize) {
+        let max_c = match seg.kind {
+            Kind::Float(_) if self.rows == 1 => 4,
+            Kind::Float(_) => 3,
+            Kind::Quant(_) => 2,
+        };
+        let mut r0 = 0;
+        while r0 < self.rows {
+            let r1 = (r0 + ROW_BLOCK).min(self.rows);
+            let mut o = a;
+            while o < b {
+                let c = max_c.min(b - o);
+                let mut r = r0;
+                while r < r1 {
+                    let rr = 4.min(r1 - r);
+                    match seg.kind {
+                        Kind::Float(k) => {
+                            by_shape!(rr, c, float_tile(self, k, seg, r, o), [1, 2, 3, 4])
+                        }
+                        Kind::Quant(d) => by_shape!(rr, c, int_tile(self, d, seg, r, o), [1, 2]),
+                    }
+                    r += rr;
+                }
+                o += c;
+            }
+            r0 = r1;
+        }
+    }
+
+    /// Stores `vals[i][j]` as row `r + i`, feature `seg.first + o + j`, adding the bias.
+    #[inline]
+    fn store<const R: usize, const C: usize>(
+        &self,
+        seg: &Seg<'_>,
+        r: usize,
+        o: usize,
+        vals: [[f32; C]; R],
+    ) {
+        for (i, row) in vals.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let col = seg.first + o + j;
+                let v = match self.bias {
+                    Some(bs) => v + bs[col],
+                    None => v,
+                };
+                // SAFETY: `r + i < rows` and `col < n_out`, so the index is inside `out`; no
+                // other task writes feature `col`.
+                unsafe { *self.dst.ptr.add((r + i) * self.dst.n_out + col) = v };
+            }
+        }
+    }
+}
+
+fn float_tile<const R: usize, const C: usize>(
+    ctx: &Ctx<'_>,
+    kind: WKind,
+    seg: &Seg<'_>,
+    r: usize,
+    o: usize,
+) {
+    let n = ctx.n_in;
+    let xs: [*const f32; R] = std::array::from_fn(|i| ctx.x[(r + i) * n..][..n].as_ptr());
+    let ws: [*const u8; C] =
+        std::array::from_fn(|j| seg.data[(o + j) * seg.row_bytes..][..seg.row_bytes].as_ptr());
+    // SAFETY: each pointer starts a slice of `n` values checked just above.
+    let vals = unsafe { tile::tile::<R, C>(kind, &xs, &ws, n) };
+    ctx.store(seg, r, o, vals);
+}
+
+fn int_tile<const R: usize, const C: usize>(
+    ctx: &Ctx<'_>,
+    dtype: DType,
+    seg: &Seg<'_>,
+    r: usize,
+    o: usize,
+) {
+    let acts = if int::act_block(dtype) == QK_K {
+        ctx.ak
+    } else {
+        ctx.a32
+    };
+    let xs: [QRow<'_>; R] = std::array::from_fn(|i| acts.row(r + i));
+    let ws: [&[u8]; C] =
+        std::array::from_fn(|j| &seg.data[(o + j) * seg.row_bytes..][..seg.row_bytes]);
+    let vals = int::tile::<R, C>(dtype, &xs, &ws, ctx.n_in);
+    ctx.store(seg, r, o, vals);
+}

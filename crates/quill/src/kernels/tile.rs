@@ -1,0 +1,230 @@
+//! Float micro-kernels of the matmul driver: `R` activation rows (f32) against `C` weight rows
+//! (f32, f16 or bf16, widened in registers) at once, in "dot-product form" (both operands run
+//! along the shared inner dimension, as weights are stored `[out, in]`).
+//!
+//! quill owns these because they are the hot path: at batch 1 a decode step is one pass over the
+//! weights, and a tile of `R × C` outputs loads each weight vector once for `R` rows and each
+//! activation vector once for `C` weight rows.
+//!
+//! **Every output is computed the same way whatever the tile shape**: one 8-lane f32
+//! accumulator advanced by fused multiply-adds over 8-value steps, a fixed horizontal sum, then
+//! the scalar tail in order. So a row gives bit-identical results alone (decode), four at a time
+//! (prefill) or inside any batch, on any number of threads.
+
+/// How weights are stored; selects the widening in the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WKind {
+    F32,
+    F16,
+    Bf16,
+}
+
+/// `out[r][c] = Σ_i x[r][i] · w[c][i]` for `i < n`, where `w[c]` points at `n` weights of
+/// `kind`. `R` is 1..=4 and `C` 1..=4.
+///
+/// # Safety
+/// Each `x[r]` must be valid for `n` f32 reads and each `w[c]` for `n` weights of `kind`.
+#[inline]
+pub(crate) unsafe fn tile<const R: usize, const C: usize>(
+    kind: WKind,
+    x: &[*const f32; R],
+    w: &[*const u8; C],
+    n: usize,
+) -> [[f32; C]; R] {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx2_f16c() {
+        return match kind {
+            WKind::F32 => avx2::tile::<0, R, C>(x, w, n),
+            WKind::F16 => avx2::tile::<1, R, C>(x, w, n),
+            WKind::Bf16 => avx2::tile::<2, R, C>(x, w, n),
+        };
+    }
+    portable::<R, C>(kind, x, w, n)
+}
+
+/// Weight `i` of a row at `p`.
+#[inline(always)]
+unsafe fn weight(kind: WKind, p: *const u8, i: usize) -> f32 {
+    match kind {
+        WKind::F32 => p.cast::<f32>().add(i).read_unaligned(),
+        WKind::F16 => half::f16::from_bits(p.cast::<u16>().add(i).read_unaligned()).to_f32(),
+        WKind::Bf16 => f32::from_bits((p.cast::<u16>().add(i).read_unaligned() as u32) << 16),
+    }
+}
+
+/// The portable kernel: the same accumulator layout (8 lanes, then the same pairwise
+/// horizontal sum, then the tail), with separate multiply and add.
+unsafe fn portable<const R: usize, const C: usize>(
+    kind: WKind,
+    x: &[*const f32; R],
+    w: &[*const u8; C],
+    n: usize,
+) -> [[f32; C]; R] {
+    let mut out = [[0.0f32; C]; R];
+    for r in 0..R {
+        for c in 0..C {
+            let mut acc = [0.0f32; 8];
+            let mut i = 0;
+            while i + 8 <= n {
+                for (l, a) in acc.iter_mut().enumerate() {
+                    *a += *x[r].add(i + l) * weight(kind, w[c], i + l);
+                }
+                i += 8;
+            }
+            let v = acc;
+            let mut s = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+            while i < n {
+                s += *x[r].add(i) * weight(kind, w[c], i);
+                i += 1;
+            }
+            out[r][c] = s;
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use crate::kernels::simd::hsum256;
+
+    /// Eight weights at element `i` of a row at `p`, as f32. `K`: 0 f32, 1 f16, 2 bf16.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8<const K: u8>(p: *const u8, i: usize) -> __m256 {
+        match K {
+            0 => _mm256_loadu_ps(p.cast::<f32>().add(i)),
+            1 => _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i).cast())),
+            _ => {
+                let h = _mm_loadu_si128(p.add(2 * i).cast());
+                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn tile<const K: u8, const R: usize, const C: usize>(
+        x: &[*const f32; R],
+        w: &[*const u8; C],
+        n: usize,
+    ) -> [[f32; C]; R] {
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        let mut wv = [_mm256_setzero_ps(); C];
+        let mut i = 0;
+        while i + 8 <= n {
+            for c in 0..C {
+                wv[c] = load8::<K>(w[c], i);
+            }
+            for r in 0..R {
+                let xv = _mm256_loadu_ps(x[r].add(i));
+                for c in 0..C {
+                    acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
+                }
+            }
+            i += 8;
+        }
+        let kind = match K {
+            0 => super::WKind::F32,
+            1 => super::WKind::F16,
+            _ => super::WKind::Bf16,
+        };
+        let mut out = [[0.0f32; C]; R];
+        for r in 0..R {
+            for c in 0..C {
+                let mut s = hsum256(acc[r][c]);
+                for j in i..n {
+                    s += *x[r].add(j) * super::weight(kind, w[c], j);
+                }
+                out[r][c] = s;
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// Every tile shape gives each output bit-identically, and close to the f64 reference, on
+    /// lengths that are not multiples of the vector width.
+    #[test]
+    fn tile_shapes_agree_bitwise_and_match_reference() {
+        for n in [1usize, 7, 8, 9, 31, 33, 100, 257] {
+            let x = rows(4 * n, 1);
+            let w = rows(4 * n, 2);
+            let xs: [*const f32; 4] = std::array::from_fn(|r| x[r * n..].as_ptr());
+            let ws: [*const u8; 4] = std::array::from_fn(|c| w[c * n..].as_ptr().cast());
+            // SAFETY: every pointer covers `n` values.
+            let full = unsafe { tile::<4, 4>(WKind::F32, &xs, &ws, n) };
+            for r in 0..4 {
+                for c in 0..4 {
+                    let exact: f64 = (0..n)
+                        .map(|i| x[r * n + i] as f64 * w[c * n + i] as f64)
+                        .sum();
+                    assert!((full[r][c] as f64 - exact).abs() < 1e-4 * (1.0 + exact.abs()));
+                    // SAFETY: as above.
+                    let one = unsafe { tile::<1, 1>(WKind::F32, &[xs[r]], &[ws[c]], n) };
+                    assert_eq!(
+                        one[0][0].to_bits(),
+                        full[r][c].to_bits(),
+                        "n {n} r {r} c {c}"
+                    );
+                    let two = unsafe {
+                        tile::<2, 3>(WKind::F32, &[xs[r], xs[0]], &[ws[1], ws[c], ws[0]], n)
+                    };
+                    assert_eq!(two[0][1].to_bits(), full[r][c].to_bits());
+                    // The portable kernel (other CPUs) computes the same sums.
+                    let p = unsafe { portable::<1, 1>(WKind::F32, &[xs[r]], &[ws[c]], n) };
+                    assert!((p[0][0] - full[r][c]).abs() <= 1e-5 * (1.0 + exact.abs() as f32));
+                }
+            }
+        }
+    }
+
+    /// f16 and bf16 rows give exactly what their f32 widening gives.
+    #[test]
+    fn half_weights_equal_their_f32_widening() {
+        for n in [5usize, 16, 41] {
+            let x = rows(n, 3);
+            let wf = rows(n, 4);
+            for (kind, bits) in [
+                (
+                    WKind::F16,
+                    wf.iter()
+                        .map(|&v| half::f16::from_f32(v).to_bits())
+                        .collect::<Vec<u16>>(),
+                ),
+                (
+                    WKind::Bf16,
+                    wf.iter()
+                        .map(|&v| half::bf16::from_f32(v).to_bits())
+                        .collect(),
+                ),
+            ] {
+                let widened: Vec<f32> = bits
+                    .iter()
+                    // SAFETY: one value per pointer.
+                    .map(|b| unsafe { weight(kind, (b as *const u16).cast(), 0) })
+                    .collect();
+                // SAFETY: pointers cover `n` values.
+                let a = unsafe { tile::<1, 1>(kind, &[x.as_ptr()], &[bits.as_ptr().cast()], n) };
+                let b = unsafe {
+                    tile::<1, 1>(WKind::F32, &[x.as_ptr()], &[widened.as_ptr().cast()], n)
+                };
+                assert_eq!(a[0][0].to_bits(), b[0][0].to_bits(), "{kind:?} n {n}");
+            }
+        }
+    }
+}
