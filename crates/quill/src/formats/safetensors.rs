@@ -15,46 +15,13 @@ use crate::tensor::{Bytes, DType, RawTensor, TensorStore};
 const FORMAT: &str = "safetensors";
 const INDEX_FORMAT: &str = "safetensors index";
 
-/// Files at least this large are read into huge pages (see [`map_file`]).
-const HUGE_PAGE_MIN: u64 = 16 << 20;
-
-/// Maps a whole file read-only.
-///
-/// Files of 16 MiB and more are read once into an anonymous mapping advised to use transparent
-/// huge pages (Linux), instead of mapping the page cache directly: batch-1 decode streams every
-/// weight once per token, and with 4 KiB file pages the TLB misses cap it well below memory
-/// bandwidth (measured on GPT-2 124M q8_0: one matmul streams at 20 GB/s from the file mapping,
-/// 38 GB/s from huge pages). Reading costs a copy at load (tens of milliseconds per 100 MB) and
-/// the resident size is the same (the file's page cache is not part of it). Set
-/// `QUILL_MMAP=file` to map the file itself: zero-copy, slower decode.
+/// Memory-maps a whole file read-only.
 pub(crate) fn map_file(path: &Path) -> Result<Arc<memmap2::Mmap>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    if len >= HUGE_PAGE_MIN && std::env::var("QUILL_MMAP").as_deref() != Ok("file") {
-        if let Some(map) = read_into_huge_pages(&file, len) {
-            return Ok(Arc::new(map));
-        }
-    }
     // SAFETY: the map is read-only. As with every memory-mapped loader, the file must not be
     // truncated or rewritten by another process while quill holds the map.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     Ok(Arc::new(map))
-}
-
-/// The file's bytes in a read-only anonymous mapping backed by huge pages where the kernel
-/// grants them; `None` (the caller maps the file instead) if any step fails.
-fn read_into_huge_pages(file: &std::fs::File, len: u64) -> Option<memmap2::Mmap> {
-    use std::io::Read;
-    let len = usize::try_from(len).ok()?;
-    let mut anon = memmap2::MmapMut::map_anon(len).ok()?;
-    #[cfg(target_os = "linux")]
-    {
-        // Advisory: without huge pages the copy still works, only slower to stream.
-        let _ = anon.advise(memmap2::Advice::HugePage);
-    }
-    let mut f = file;
-    f.read_exact(&mut anon[..]).ok()?;
-    anon.make_read_only().ok()
 }
 
 fn dtype(path: &Path, name: &str, d: StDtype) -> Result<DType> {
