@@ -53,10 +53,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ),
         None => {
             let l = a.model.load()?;
-            let name = format!(
-                "{} ({}, {})",
-                l.info.path, l.info.format, l.info.stored_dtype
-            );
+            let i = &l.info;
+            let dtype = if i.run_dtype == i.stored_dtype {
+                i.stored_dtype.clone()
+            } else {
+                format!("{}, run as {}", i.stored_dtype, i.run_dtype)
+            };
+            let name = format!("{} ({}, {dtype})", i.path, i.format);
             (l.model, name)
         }
     };
