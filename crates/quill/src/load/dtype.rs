@@ -385,14 +385,15 @@ mod tests {
                 Some(WeightData::Owned(_))
             ));
             for (name, m) in matrices(&w) {
-                let want = match d {
-                    WeightDtype::F32 => matches!(m.data, WeightData::Owned(_)),
-                    WeightDtype::F16 | WeightDtype::Bf16 => {
-                        matches!(&m.data, WeightData::Half { bf16, .. } if *bf16 == (d == WeightDtype::Bf16))
+                let want = match (&m.data, d) {
+                    (WeightData::Owned(_), WeightDtype::F32) => true,
+                    (WeightData::Half { bf16, .. }, WeightDtype::F16 | WeightDtype::Bf16) => {
+                        *bf16 == (d == WeightDtype::Bf16)
                     }
-                    _ => {
-                        matches!(&m.data, WeightData::Quant(q) if q.parts.len() == 1 && q.parts[0].dtype == d.dtype())
+                    (WeightData::Quant(q), _) => {
+                        q.parts.len() == 1 && q.parts[0].dtype == d.dtype()
                     }
+                    _ => false,
                 };
                 assert!(want, "{d}: {name} is {:?}", m.data);
             }

@@ -27,7 +27,7 @@ fn f16_bytes(v: f32) -> [u8; 2] {
     half::f16::from_f32(v).to_le_bytes()
 }
 
-/// Appends the Q8_0 blocks of `x` [n] to `out` (n / 32 · 34 bytes).
+/// Appends the Q8_0 blocks of `x` (n values) to `out` (n / 32 · 34 bytes).
 ///
 /// Panics if `x.len()` is not a multiple of 32 (callers check the shape first, as
 /// `load::dtype` does).
@@ -45,8 +45,8 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut Vec<u8>) {
     }
 }
 
-/// Appends the Q4_0 blocks of `x` [n] to `out` (n / 32 · 18 bytes). Value `j` of a block goes
-/// to the low nibble of byte `j`, value `j + 16` to its high nibble.
+/// Appends the Q4_0 blocks of `x` (n values) to `out` (n / 32 · 18 bytes). Value `j` of a block
+/// goes to the low nibble of byte `j`, value `j + 16` to its high nibble.
 ///
 /// Panics if `x.len()` is not a multiple of 32.
 pub fn quantize_row_q4_0(x: &[f32], out: &mut Vec<u8>) {
@@ -69,7 +69,7 @@ pub fn quantize_row_q4_0(x: &[f32], out: &mut Vec<u8>) {
     }
 }
 
-/// Appends the Q4_1 blocks of `x` [n] to `out` (n / 32 · 20 bytes; nibbles as Q4_0).
+/// Appends the Q4_1 blocks of `x` (n values) to `out` (n / 32 · 20 bytes; nibbles as Q4_0).
 ///
 /// Panics if `x.len()` is not a multiple of 32.
 pub fn quantize_row_q4_1(x: &[f32], out: &mut Vec<u8>) {
