@@ -413,21 +413,14 @@ fn thread_count_does_not_change_the_text() {
     assert!(!o.status.success() && stderr(&o).contains("--threads"));
 }
 
-/// Tiny Shakespeare's first lines (the embedded model's training text): 250 characters.
-const PASSAGE: &str = "First Citizen:
-Before we proceed any further, hear me speak.
-
-All:
-Speak, speak.
-
-First Citizen:
-You are all resolved rather to die than to famish?
-
-All:
-Resolved. resolved.
-
-First Citizen:
-First, you know Caius Marcius is chief enemy to the people.
+/// Romeo and Juliet II.ii (in tiny Shakespeare, the embedded model's training text).
+const PASSAGE: &str = "ROMEO:
+But, soft! what light through yonder window breaks?
+It is the east, and Juliet is the sun.
+Arise, fair sun, and kill the envious moon,
+Who is already sick and pale with grief,
+That thou her maid art far more fair than she:
+Be not her maid, since she is envious;
 ";
 
 /// A temporary folder holding `name` with `text`, and the file's path.

@@ -101,17 +101,12 @@ pub fn convert_weights(weights: &mut Weights, dtype: WeightDtype, source: &Path)
     for (name, m) in matrices(weights) {
         check_shape(name, m, dtype, source)?;
     }
-    let mut result = Ok(());
-    for_each_matrix(weights, &mut |name, m| {
-        if result.is_ok() {
-            match convert_matrix(m, dtype) {
-                Ok(Some(c)) => *m = c,
-                Ok(None) => {}
-                Err(detail) => result = Err(Error::tensor(source, name, detail)),
-            }
+    for (name, m) in matrices_mut(weights) {
+        if let Some(c) = convert_matrix(m, dtype).map_err(|d| Error::tensor(source, name, d))? {
+            *m = c;
         }
-    });
-    result
+    }
+    Ok(())
 }
 
 /// A short description of how the weight matrices are stored, by share of their elements:
@@ -158,18 +153,19 @@ fn matrices(w: &Weights) -> Vec<(String, &Matrix)> {
     v
 }
 
-/// Calls `f` on each weight matrix, mutably, in the order of [`matrices`].
-fn for_each_matrix(w: &mut Weights, f: &mut dyn FnMut(String, &mut Matrix)) {
-    f("tok_emb".to_string(), &mut w.tok_emb);
+/// [`matrices`], mutably.
+fn matrices_mut(w: &mut Weights) -> Vec<(String, &mut Matrix)> {
+    let mut v = vec![("tok_emb".to_string(), &mut w.tok_emb)];
     for (i, b) in w.blocks.iter_mut().enumerate() {
-        f(format!("blocks.{i}.qkv"), &mut b.qkv.w);
-        f(format!("blocks.{i}.attn_out"), &mut b.attn_out.w);
-        f(format!("blocks.{i}.up"), &mut b.up.w);
-        f(format!("blocks.{i}.down"), &mut b.down.w);
+        v.push((format!("blocks.{i}.qkv"), &mut b.qkv.w));
+        v.push((format!("blocks.{i}.attn_out"), &mut b.attn_out.w));
+        v.push((format!("blocks.{i}.up"), &mut b.up.w));
+        v.push((format!("blocks.{i}.down"), &mut b.down.w));
     }
     if let Some(h) = &mut w.head {
-        f("head".to_string(), &mut h.w);
+        v.push(("head".to_string(), &mut h.w));
     }
+    v
 }
 
 fn check_shape(name: String, m: &Matrix, dtype: WeightDtype, source: &Path) -> Result<()> {
