@@ -12,7 +12,7 @@ pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
     /// Benchmark a randomly initialised model of a named shape instead of a file:
-    /// gpt2-124m, gpt2-medium or smollm2-135m.
+    /// gpt2-124m, gpt2-medium or smollm2-135m (f32, or converted by --dtype).
     #[arg(long, conflicts_with = "model")]
     synthetic: Option<String>,
     /// Prompt length for the prefill measurement.
@@ -47,16 +47,28 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         anyhow::bail!("invalid --batch: sizes must be >= 1");
     }
     let (model, name) = match &a.synthetic {
-        Some(shape) => (
-            bench::synthetic_model(bench::synthetic_config(shape)?)?,
-            format!("synthetic {shape} (f32)"),
-        ),
+        Some(shape) => {
+            let model = bench::synthetic_model(bench::synthetic_config(shape)?)?;
+            match a.model.dtype {
+                None => (model, format!("synthetic {shape} (f32)")),
+                Some(d) => {
+                    let mut w = model.weights().clone();
+                    let what = format!("synthetic {shape}");
+                    quill::load::dtype::convert_weights(&mut w, d, what.as_ref())?;
+                    let model = quill::Model::new(model.config().clone(), w)?;
+                    (model, format!("{what} ({d})"))
+                }
+            }
+        }
         None => {
             let l = a.model.load()?;
-            let name = format!(
-                "{} ({}, {})",
-                l.info.path, l.info.format, l.info.stored_dtype
-            );
+            let i = &l.info;
+            let dtype = if i.run_dtype == i.stored_dtype {
+                i.stored_dtype.clone()
+            } else {
+                format!("{}, run as {}", i.stored_dtype, i.run_dtype)
+            };
+            let name = format!("{} ({}, {dtype})", i.path, i.format);
             (l.model, name)
         }
     };

@@ -25,6 +25,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ("architecture", c.family.name().to_string()),
         ("parameters", i.parameters.to_string()),
         ("stored dtype", i.stored_dtype.clone()),
+        ("run dtype", i.run_dtype.clone()),
         ("memory-mapped", i.memory_mapped.to_string()),
         ("layers", c.n_layer.to_string()),
         ("d_model", c.d_model.to_string()),

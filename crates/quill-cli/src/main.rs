@@ -8,6 +8,7 @@ mod generate_cmd;
 mod hipgpt_args;
 mod info_cmd;
 mod output;
+mod perplexity_cmd;
 mod prompts_file;
 mod sample_cmd;
 mod sampling_args;
@@ -45,6 +46,18 @@ struct ModelArgs {
     /// merges.txt beside it, or a nanoGPT meta.pkl).
     #[arg(long, value_name = "PATH")]
     tokenizer: Option<PathBuf>,
+    /// Run the weight matrices in this precision whatever the checkpoint stores: converted (or
+    /// quantized, llama.cpp-style) once at load. Norms and biases stay f32. `quill perplexity`
+    /// measures what a lower precision costs. [default: as stored]
+    #[arg(long, value_name = "DTYPE", value_parser = dtype_parser(), ignore_case = true)]
+    dtype: Option<quill::WeightDtype>,
+}
+
+/// `--dtype`: one of [`quill::WeightDtype::ALL`]'s names (clap lists them on a bad value).
+fn dtype_parser() -> impl clap::builder::TypedValueParser<Value = quill::WeightDtype> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(quill::WeightDtype::ALL.map(|d| d.name()))
+        .try_map(|s| s.parse::<quill::WeightDtype>())
 }
 
 #[derive(Subcommand)]
@@ -59,6 +72,9 @@ enum Command {
     Convert(convert_cmd::Args),
     /// Measure prefill and decode speed against the machine's memory-bandwidth roofline.
     Bench(bench_cmd::Args),
+    /// Score a text file: the model's perplexity over it, with a sliding context window (compare
+    /// --dtype choices or models on the same text).
+    Perplexity(perplexity_cmd::Args),
     /// nanoGPT's sample.py: `--key=value` settings (init_from, out_dir, start, num_samples,
     /// max_new_tokens, temperature, top_k, seed, device, dtype, compile); `--help` lists them.
     Sample(sample_cmd::Args),
@@ -86,6 +102,7 @@ fn main() -> std::process::ExitCode {
         Command::Chat(a) => chat_cmd::run(*a),
         Command::Convert(a) => convert_cmd::run(a),
         Command::Sample(a) => sample_cmd::run(a),
+        Command::Perplexity(a) => perplexity_cmd::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -105,6 +122,7 @@ impl ModelArgs {
         };
         let opts = quill::load::LoadOptions {
             tokenizer: self.tokenizer.clone(),
+            dtype: self.dtype,
         };
         Ok(quill::load(&source, &opts)?)
     }

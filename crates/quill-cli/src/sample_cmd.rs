@@ -413,6 +413,7 @@ fn load(c: &SampleConfig) -> anyhow::Result<(LoadedModel, Vec<String>)> {
             let meta = meta.filter(|m| m.is_file());
             let opts = LoadOptions {
                 tokenizer: meta.clone(),
+                ..LoadOptions::default()
             };
             let mut loaded = quill::load(&ModelSource::Path(ckpt.clone()), &opts)?;
             if loaded.info.format == "nanoGPT ckpt.pt" {

@@ -412,3 +412,155 @@ fn thread_count_does_not_change_the_text() {
     let o = run(&["--threads", "0", "info"]);
     assert!(!o.status.success() && stderr(&o).contains("--threads"));
 }
+
+/// Romeo and Juliet II.ii (in tiny Shakespeare, the embedded model's training text).
+const PASSAGE: &str = "ROMEO:
+But, soft! what light through yonder window breaks?
+It is the east, and Juliet is the sun.
+Arise, fair sun, and kill the envious moon,
+Who is already sick and pale with grief,
+That thou her maid art far more fair than she:
+Be not her maid, since she is envious;
+";
+
+/// A temporary folder holding `name` with `text`, and the file's path.
+fn text_file(name: &str, text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    (dir, p.display().to_string())
+}
+
+#[test]
+fn perplexity_scores_a_file_as_text_and_json() {
+    let (_dir, f) = text_file("passage.txt", PASSAGE);
+    let n = PASSAGE.chars().count() - 1;
+    let o = run(&["perplexity", "--file", &f]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.starts_with("perplexity: "), "{s}");
+    assert!(s.contains(&format!("over {n} tokens")), "{s}");
+    // The embedded file is bf16; its GPT-2 Conv1D matrices are transposed to f32 on load.
+    assert!(
+        s.contains("stride 64") && s.contains("weights f32, bf16"),
+        "{s}"
+    );
+    let ppl: f64 = s["perplexity: ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|x| x.parse().ok())
+        .expect("a number");
+    assert!(ppl > 1.0 && ppl < 10.0, "{s}");
+
+    let o = run(&[
+        "perplexity",
+        "--file",
+        &f,
+        "--json",
+        "--context",
+        "64",
+        "--stride",
+        "16",
+        "--dtype",
+        "q8_0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["tokens_scored"], n);
+    assert_eq!(
+        (v["context"].as_u64(), v["stride"].as_u64()),
+        (Some(64), Some(16))
+    );
+    assert_eq!(v["windows"], (n + 1 - 64).div_ceil(16) + 1);
+    assert_eq!(
+        (v["stored_dtype"].as_str(), v["run_dtype"].as_str()),
+        (Some("bf16"), Some("q8_0"))
+    );
+    let (p, nll) = (
+        v["perplexity"].as_f64().unwrap(),
+        v["nll_mean"].as_f64().unwrap(),
+    );
+    assert!(
+        (p - nll.exp()).abs() < 1e-9 * p && p > 1.0 && p < 10.0,
+        "{v}"
+    );
+}
+
+#[test]
+fn perplexity_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.txt").display().to_string();
+    let (_d1, empty) = text_file("empty.txt", "");
+    let (_d2, one) = text_file("one.txt", "A");
+    let (_d3, ok) = text_file("ok.txt", PASSAGE);
+    let (_d4, alien) = text_file("alien.txt", "naïve € text");
+    let cases: [(&[&str], &[&str]); 9] = [
+        (&["--file", &missing], &["nope.txt", "cannot read"]),
+        (&["--file", &empty], &["empty.txt", "empty"]),
+        (&["--file", &one], &["1 token", "at least 2"]),
+        (&["--file", &ok, "--context", "0"], &["--context 0", "128"]),
+        (&["--file", &ok, "--context", "1"], &["--context 1"]),
+        (
+            &["--file", &ok, "--context", "129"],
+            &["--context 129", "128"],
+        ),
+        (&["--file", &ok, "--stride", "0"], &["--stride 0", "127"]),
+        (
+            &["--file", &ok, "--context", "32", "--stride", "32"],
+            &["--stride 32", "between 1 and 31"],
+        ),
+        (&["--file", &alien], &["alien.txt"]),
+    ];
+    for (args, want) in cases {
+        let o = run(&[&["perplexity"], args].concat());
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(!e.contains("panicked"), "{args:?}: {e}");
+        for w in want {
+            assert!(e.contains(w), "{args:?}: missing {w:?} in {e}");
+        }
+    }
+    let o = run(&["perplexity"]);
+    assert!(!o.status.success() && stderr(&o).contains("--file"));
+}
+
+#[test]
+fn dtype_runs_generation_and_reports_itself() {
+    let o = run(&[
+        "generate", "--dtype", "q8_0", "-p", "ROMEO:", "-n", "20", "-t", "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("ROMEO:"));
+    assert_eq!(stdout(&o).chars().count(), "ROMEO:".len() + 20 + 1);
+    let o = run(&["info", "--dtype", "Q4_0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("run dtype: q4_0"), "{}", stdout(&o));
+    let o = run(&["info", "--json", "--model", &char_model(), "--dtype", "f16"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(
+        (v["stored_dtype"].as_str(), v["run_dtype"].as_str()),
+        (Some("f32"), Some("f16"))
+    );
+}
+
+#[test]
+fn dtype_rejects_unknown_names_and_unquantizable_shapes() {
+    let o = run(&["generate", "--dtype", "q9", "-n", "1"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(
+        e.contains("'q9'") && e.contains("f32, f16, bf16, q8_0, q4_0, q4_1"),
+        "{e}"
+    );
+    // nanogpt-nobias-f16 is 48 wide: not whole blocks of 32.
+    let m = fixture("models/nanogpt-nobias-f16/ckpt.pt")
+        .display()
+        .to_string();
+    let o = run(&["generate", "--model", &m, "--dtype", "q4_0", "-n", "1"]);
+    let e = stderr(&o);
+    assert!(!o.status.success() && !e.contains("panicked"), "{e}");
+    assert!(
+        e.contains("tok_emb") && e.contains("[65, 48]") && e.contains("32"),
+        "{e}"
+    );
+}

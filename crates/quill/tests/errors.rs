@@ -96,6 +96,7 @@ fn missing_tensor_names_the_tensor() {
 fn tokenizer_larger_than_the_model_vocabulary_is_refused() {
     let opts = LoadOptions {
         tokenizer: Some(fixtures().join("tokenizers/gpt2/tokenizer.json")),
+        ..LoadOptions::default()
     };
     let src = ModelSource::Path(fixtures().join("models/gpt2-bias-tanh/hf-safetensors"));
     let e = quill::load(&src, &opts).expect_err("50257-token tokenizer on a 96-row model");

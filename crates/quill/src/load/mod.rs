@@ -12,7 +12,11 @@
 //! - a llama.cpp GGUF file (`llama` or `gpt2` architecture; quantized weights stay quantized),
 //!   with the tokenizer and chat template from its metadata;
 //! - the embedded default model (a character-level GPT trained on tiny Shakespeare).
+//!
+//! [`LoadOptions::dtype`] runs the weight matrices in another storage than the checkpoint's
+//! (f32, f16, bf16, or quantized on load to Q8_0 / Q4_0 / Q4_1): see [`dtype`].
 
+pub mod dtype;
 mod embedded;
 mod gguf;
 mod hf;
@@ -20,6 +24,7 @@ mod hipgpt;
 mod llmc;
 mod nanogpt;
 
+pub use dtype::WeightDtype;
 pub use hipgpt::resolve_run as hipgpt_run_config;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +51,9 @@ pub struct LoadOptions {
     /// Use this tokenizer (`tokenizer.json`, `vocab.json` with `merges.txt` beside it, or a
     /// nanoGPT `meta.pkl`) instead of the one found next to the checkpoint.
     pub tokenizer: Option<PathBuf>,
+    /// Run the weight matrices in this storage whatever the checkpoint stores (converted, or
+    /// quantized, once at load). `None` keeps the checkpoint's own storage.
+    pub dtype: Option<WeightDtype>,
 }
 
 /// A description of what was loaded, for `quill info` and logs.
@@ -57,6 +65,9 @@ pub struct ModelInfo {
     pub path: String,
     /// How the weights are stored in the file.
     pub stored_dtype: String,
+    /// How the weight matrices are stored while running (after any [`LoadOptions::dtype`]
+    /// conversion), e.g. `"q8_0"`, or `"q4_k, q6_k"` when mixed (most common first).
+    pub run_dtype: String,
     pub parameters: usize,
     /// How the tokenizer was found.
     pub tokenizer: String,
@@ -126,7 +137,11 @@ fn finish(parsed: Parsed, path: String, opts: &LoadOptions) -> Result<LoadedMode
         tokenizer,
     } = parsed;
     let stored_dtype = dominant_dtype(&store);
-    let weights = weights::build(&store, &config, layout)?;
+    let mut weights = weights::build(&store, &config, layout)?;
+    if let Some(d) = opts.dtype {
+        dtype::convert_weights(&mut weights, d, Path::new(&path))?;
+    }
+    let run_dtype = dtype::storage_summary(&weights);
     let memory_mapped = weights.any_mapped();
     let parameters = weights.param_count();
     let model = Model::new(config, weights)?;
@@ -158,6 +173,7 @@ fn finish(parsed: Parsed, path: String, opts: &LoadOptions) -> Result<LoadedMode
             format,
             path,
             stored_dtype,
+            run_dtype,
             parameters,
             tokenizer: tok_desc,
             memory_mapped,

@@ -21,6 +21,9 @@
 //!   value `j + 16` the high nibble; `x = d·(q − 8)`.
 //! - Q4_1 (32 values, 20 bytes): `d: f16, m: f16, q: [u8; 16]` (nibbles as Q4_0); `x = d·q + m`.
 //! - Q4_K, Q5_K, Q6_K (256 values): see [`kquants`].
+//!
+//! [`quantize`] makes Q8_0 / Q4_0 / Q4_1 rows from f32 (llama.cpp's reference quantizers), for
+//! running a model at a lower precision than it was stored in (`load::dtype`).
 
 pub mod act;
 mod blocks;
@@ -28,6 +31,9 @@ pub(crate) mod int;
 #[cfg(target_arch = "x86_64")]
 mod int_avx2;
 mod kquants;
+pub mod quantize;
+
+pub use quantize::{quantize_row_q4_0, quantize_row_q4_1, quantize_row_q8_0};
 
 use crate::tensor::{Bytes, DType};
 
@@ -89,6 +95,12 @@ impl QuantPart {
 
     pub fn is_mapped(&self) -> bool {
         self.bytes.is_mapped()
+    }
+
+    /// Where the part's storage starts (tests check that nothing was copied).
+    #[cfg(test)]
+    pub(crate) fn bytes_ptr(&self) -> *const u8 {
+        self.bytes.as_slice().as_ptr()
     }
 }
 
