@@ -46,6 +46,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if batches.contains(&0) {
         anyhow::bail!("invalid --batch: sizes must be >= 1");
     }
+    let t_load = std::time::Instant::now();
     let (model, name) = match &a.synthetic {
         Some(shape) => {
             let model = bench::synthetic_model(bench::synthetic_config(shape)?)?;
@@ -72,6 +73,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             (l.model, name)
         }
     };
+    let load_s = t_load.elapsed().as_secs_f64();
     let ctx = model.config().context_length;
     if a.prompt_tokens == 0 || a.prompt_tokens + a.gen_tokens + 1 > ctx {
         anyhow::bail!(
@@ -80,14 +82,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             a.gen_tokens
         );
     }
-    let bw = bench::read_bandwidth(256 << 20, 5);
     let wbytes = bench::decode_weight_bytes(&model);
     let m = bench::measure(&model, a.prompt_tokens, a.gen_tokens, a.reps)?;
-    let roofline = bw / wbytes as f64;
     let mut sweep = Vec::new();
     for &b in &batches {
         sweep.push((b, bench::measure_batch(&model, b, a.gen_tokens)?));
     }
+    // Peak memory of the model's own work, read before the bandwidth probe allocates its buffer.
+    let rss = peak_rss();
+    let kv_bytes = bench::kv_cache_bytes(
+        &model,
+        a.prompt_tokens + a.gen_tokens + 1,
+        batches.iter().copied().max().unwrap_or(1),
+    );
+    let bw = bench::read_bandwidth(256 << 20, 5);
+    let roofline = bw / wbytes as f64;
     let threads = rayon::current_num_threads();
     if a.json {
         let v = json!({
@@ -103,7 +112,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "decode_tokens_per_s": m.decode_tokens_per_s,
             "roofline_fraction": m.decode_tokens_per_s / roofline,
             "batch_sweep": sweep.iter().map(|(b, t)| json!({"batch": b, "tokens_per_s": t})).collect::<Vec<_>>(),
-            "peak_rss_bytes": peak_rss(),
+            "load_seconds": load_s,
+            "peak_rss_bytes": rss,
+            "kv_cache_bytes_largest_run": kv_bytes,
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -128,8 +139,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for (b, t) in &sweep {
         println!("batch {b:<3}        {t:.1} tokens/s total");
     }
-    if let Some(rss) = peak_rss() {
-        println!("peak RSS         {:.1} MB", rss as f64 / 1e6);
+    println!("load time        {:.3} s", load_s);
+    if let Some(rss) = rss {
+        let budget = (wbytes + kv_bytes) as f64;
+        println!(
+            "peak RSS         {:.1} MB ({:.2}× weights {:.1} MB + largest KV cache {:.1} MB)",
+            rss as f64 / 1e6,
+            rss as f64 / budget,
+            wbytes as f64 / 1e6,
+            kv_bytes as f64 / 1e6
+        );
     }
     Ok(())
 }

@@ -3,9 +3,10 @@
 //!
 //! Tolerances, with about 2× margin over what was measured:
 //! - q8_0 vs the f32 shakespeare-char checkpoint (logits over `common::SHAKESPEARE`'s first 128
-//!   characters): max |Δlogit| ≤ 0.5 (measured 0.255; logits span ±14), mean |Δlogit| ≤ 0.06
-//!   (0.032), max |Δ softmax probability| ≤ 0.05 (0.028). Storing the same weights as bf16
-//!   moves them by up to 0.074, so q8_0 costs about 3× bf16's rounding.
+//!   characters): max |Δlogit| ≤ 1.0 (measured 0.587; logits span ±14), mean |Δlogit| ≤ 0.1
+//!   (0.068), max |Δ softmax probability| ≤ 0.1 (0.063). This includes the integer kernels'
+//!   8-bit activations (weights alone: 0.255 / 0.032 / 0.028). Storing the same weights as bf16
+//!   moves them by up to 0.074.
 //! - 16-bit conversions of the same weights are compared bit for bit.
 
 mod common;
@@ -121,7 +122,9 @@ fn q8_0_logits_stay_close_to_the_f32_models() {
     let p = max_prob_diff(&got, &want, l.model.config().vocab_size);
     println!("q8_0: max |Δlogit| {max:.3e}, mean {mean:.3e}, max |Δp| {p:.3e}");
     assert!(max > 0.0, "the weights did change");
-    assert!(max <= 0.5 && mean <= 0.06 && p <= 0.05, "{max} {mean} {p}");
+    // Weights and (in the integer kernels) activations both rounded to 8 bits: observed max
+    // 0.587, mean 0.068, max |Δp| 0.063 over 128 positions.
+    assert!(max <= 1.0 && mean <= 0.1 && p <= 0.1, "{max} {mean} {p}");
     // For scale: storing the same weights as bf16 moves the logits by up to 0.074 (mean 0.0095).
     let bf16 = logits(
         &load(SHAKESPEARE_F32, Some(WeightDtype::Bf16)).expect("loads"),

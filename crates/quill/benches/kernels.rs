@@ -1,0 +1,112 @@
+//! Kernel micro-benchmarks (divan): the matmul driver on GPT-2 124M shapes for every weight
+//! storage, at batch 1 (decode: bandwidth-bound) and 8 (batched decode / small prefill), plus
+//! activation quantization and attention. Run: `cargo bench -p quill --bench kernels`.
+//! Thread count follows `RAYON_NUM_THREADS` (default: all cores). Timings only; correctness is
+//! in the unit tests (`kernels::tests`).
+
+use std::sync::Arc;
+
+use divan::{black_box, Bencher};
+use quill::kernels::quant::{self, act::QActs, QuantMatrix, QuantPart};
+use quill::kernels::{matmul, Matrix, WeightData};
+use quill::tensor::{Bytes, DType};
+
+fn main() {
+    divan::main();
+}
+
+/// GPT-2 124M's MLP up-projection: [3072, 768].
+const OUT: usize = 3072;
+const IN: usize = 768;
+
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+            (h % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+fn weights(storage: &str) -> Matrix {
+    let w = values(OUT * IN, 1);
+    let quantized = |dtype: DType, f: fn(&[f32], &mut Vec<u8>)| {
+        let mut bytes = Vec::new();
+        for row in w.chunks_exact(IN) {
+            f(row, &mut bytes);
+        }
+        let b = Bytes::Owned(Arc::new(bytes));
+        let part = QuantPart::new(dtype, OUT, IN, &b, 0).expect("whole blocks");
+        Matrix::quantized(QuantMatrix::new(IN, vec![part]))
+    };
+    let half = |bf16: bool| {
+        let bytes: Vec<u8> = w
+            .iter()
+            .flat_map(|&v| {
+                if bf16 {
+                    half::bf16::from_f32(v).to_le_bytes()
+                } else {
+                    half::f16::from_f32(v).to_le_bytes()
+                }
+            })
+            .collect();
+        Matrix {
+            rows: OUT,
+            cols: IN,
+            data: WeightData::Half {
+                bytes: Bytes::Owned(Arc::new(bytes)),
+                offset: 0,
+                len: OUT * IN,
+                bf16,
+            },
+        }
+    };
+    match storage {
+        "f16" => half(false),
+        "bf16" => half(true),
+        "q8_0" => quantized(DType::Q8_0, quant::quantize_row_q8_0),
+        "q4_0" => quantized(DType::Q4_0, quant::quantize_row_q4_0),
+        "q4_1" => quantized(DType::Q4_1, quant::quantize_row_q4_1),
+        _ => Matrix::from_vec(OUT, IN, w),
+    }
+}
+
+#[divan::bench(args = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"], consts = [1, 8])]
+fn matmul_up_proj<const ROWS: usize>(bencher: Bencher, storage: &str) {
+    let w = weights(storage);
+    let x = values(ROWS * IN, 2);
+    let mut out = vec![0.0f32; ROWS * OUT];
+    bencher
+        .counter(divan::counter::BytesCount::new(w.weight_bytes()))
+        .bench_local(|| matmul(black_box(&x), black_box(&w), None, &mut out));
+}
+
+#[divan::bench(consts = [32, 256])]
+fn quantize_activations<const BLOCK: usize>(bencher: Bencher) {
+    let x = values(8 * OUT, 3);
+    let mut a = QActs::default();
+    bencher.bench_local(|| a.quantize(black_box(&x), OUT, BLOCK));
+}
+
+#[divan::bench(args = [128, 1024])]
+fn attention_decode_step(bencher: Bencher, positions: usize) {
+    let (nh, hd) = (12, 64);
+    let q = values(nh * hd, 4);
+    let keys = values(positions * nh * hd, 5);
+    let vals = values(positions * nh * hd, 6);
+    let mut scores = vec![0.0; positions];
+    let mut out = vec![0.0; nh * hd];
+    bencher.bench_local(|| {
+        quill::kernels::attention(
+            &q,
+            &keys,
+            &vals,
+            positions - 1,
+            nh,
+            nh,
+            hd,
+            &mut scores,
+            &mut out,
+        )
+    });
+}
