@@ -47,10 +47,28 @@ for t in f32 f16 q8_0 q4_0 q4_1; do
   echo "== $t"
   "$bin/llama-bench" -m "$f" -p 128 -n 64 -t "$threads" -r 3 2>/dev/null | grep -E "pp128|tg64"
   "$quill" --threads "$threads" bench -m "$f" --prompt-tokens 128 --gen-tokens 64 --batch 1,8 --reps 3 \
-    | grep -E "read bandwidth|prefill|decode|batch"
+    | grep -E "read bandwidth|prefill|decode|batch|load time|peak RSS"
 done
+smol="${QUILL_SMOLLM2:-$root/target/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
+if [ -f "$smol" ]; then
+  echo "== SmolLM2-135M q4_1"
+  "$bin/llama-bench" -m "$smol" -p 128 -n 64 -t "$threads" -r 3 2>/dev/null | grep -E "pp128|tg64"
+  "$quill" --threads "$threads" bench -m "$smol" --prompt-tokens 128 --gen-tokens 64 --batch 1,8 --reps 3 \
+    | grep -E "prefill|decode|batch|load time|peak RSS"
+fi
 echo "== quill, Hugging Face folder (f32 safetensors)"
 "$quill" --threads "$threads" bench -m "$work/gpt2-rand" --prompt-tokens 128 --gen-tokens 64 --batch 1,8 --reps 3 \
   | grep -E "prefill|decode|batch"
 echo "== PyTorch (same shape, random weights, f32)"
 "$py" "$root/benches/pytorch_gpt2.py" --threads "$threads" --gen-tokens 32
+# 4. nanoGPT's sample.py workload (10 samples x 500 tokens, top_k 200, temperature 0.8) on the
+#    same GPT-2: quill batches the 10 samples; PyTorch runs sample.py's uncached loop, one sample
+#    (SAMPLES to change; about 150 s each on this machine), scaled to 10.
+echo "== sample.py workload"
+mkdir -p "$work/md" && ln -sfn "$work/gpt2-rand" "$work/md/gpt2"
+/usr/bin/time -f "quill sample: %e s wall, %M KB peak RSS" "$quill" --threads "$threads" sample \
+  --init_from=gpt2 --models_dir="$work/md" --num_samples=10 --max_new_tokens=500 --top_k=200 \
+  --temperature=0.8 > /dev/null
+if [ "${SAMPLES:-1}" != 0 ]; then
+  "$py" "$root/benches/pytorch_sample.py" --threads "$threads" --samples "${SAMPLES:-1}" --tokens 500 | tail -1
+fi
