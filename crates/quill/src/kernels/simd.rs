@@ -75,33 +75,31 @@ pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 /// over 16-element steps), written so the compiler vectorises it.
 fn dot_portable(xr: &[f32], w: &[f32]) -> f32 {
     let n = w.len();
-    {
-        let mut a0 = [0.0f32; 8];
-        let mut a1 = [0.0f32; 8];
-        let mut i = 0;
-        while i + 16 <= n {
-            for k in 0..8 {
-                a0[k] += xr[i + k] * w[i + k];
-                a1[k] += xr[i + 8 + k] * w[i + 8 + k];
-            }
-            i += 16;
-        }
-        if i + 8 <= n {
-            for k in 0..8 {
-                a0[k] += xr[i + k] * w[i + k];
-            }
-            i += 8;
-        }
-        let mut v = [0.0f32; 8];
+    let mut a0 = [0.0f32; 8];
+    let mut a1 = [0.0f32; 8];
+    let mut i = 0;
+    while i + 16 <= n {
         for k in 0..8 {
-            v[k] = a0[k] + a1[k];
+            a0[k] += xr[i + k] * w[i + k];
+            a1[k] += xr[i + 8 + k] * w[i + 8 + k];
         }
-        let mut s = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
-        for j in i..n {
-            s += xr[j] * w[j];
-        }
-        s
+        i += 16;
     }
+    if i + 8 <= n {
+        for k in 0..8 {
+            a0[k] += xr[i + k] * w[i + k];
+        }
+        i += 8;
+    }
+    let mut v = [0.0f32; 8];
+    for k in 0..8 {
+        v[k] = a0[k] + a1[k];
+    }
+    let mut s = ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+    for j in i..n {
+        s += xr[j] * w[j];
+    }
+    s
 }
 
 #[cfg(target_arch = "x86_64")]

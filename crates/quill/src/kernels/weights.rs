@@ -1,7 +1,8 @@
 //! Weight matrices as the kernels see them: an owned f32 buffer; f32 borrowed straight from a
 //! memory-mapped file when it is contiguous and aligned; f16/bf16 kept 16-bit (borrowed); or
-//! GGUF block-quantized rows. Only f32 is read in place; the others are widened one row at a
-//! time by [`Matrix::row_into`] as the kernels need them.
+//! GGUF block-quantized rows. The matmul kernels read every storage in place (16-bit weights
+//! are widened in registers, blocks feed integer dot products); [`Matrix::row_into`] widens or
+//! dequantizes one row for embedding lookups and conversions.
 
 use super::quant::QuantMatrix;
 use crate::tensor::Bytes;
@@ -19,8 +20,8 @@ pub enum WeightData {
     /// Block-quantized rows (GGUF), used by the quantized kernels without dequantizing.
     Quant(QuantMatrix),
     /// `len` IEEE f16 (or, with `bf16`, bfloat16) values at byte `offset` of `bytes`, usually
-    /// the memory-mapped checkpoint: half the bytes of f32 per token; rows are widened to f32
-    /// one at a time as the kernels read them.
+    /// the memory-mapped checkpoint: half the bytes of f32 per token, widened to f32 in
+    /// registers by the kernels.
     Half {
         bytes: Bytes,
         offset: usize,
