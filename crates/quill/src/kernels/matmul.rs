@@ -19,6 +19,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::activation::{self, Act};
 use super::quant::act::{QActs, QRow};
 use super::quant::{int, QK, QK_K};
 use super::tile::{self, WKind};
@@ -36,6 +37,12 @@ const CHUNKS_PER_THREAD: usize = 4;
 /// `out[t, o] = Σ_i x[t, i] · w[o, i] (+ bias[o])` for `t` in `0..rows`.
 /// x: [rows, w.cols], out: [rows, w.rows].
 pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
+    matmul_act(x, w, bias, out, Act::None);
+}
+
+/// [`matmul`] followed by `act` on every output, applied by each task to the features it has
+/// just written (fused: no second pass over `out`, no extra hand-off to the pool).
+pub fn matmul_act(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32], act: Act) {
     let (n_out, n_in) = (w.rows, w.cols);
     if n_out == 0 || n_in == 0 {
         out.fill(0.0);
@@ -49,14 +56,16 @@ pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
     ACTS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut acts) => {
             let (a32, ak) = &mut *acts;
-            run(x, rows, n_in, &segs, need32, need_k, a32, ak, bias, out);
+            run(
+                x, rows, n_in, &segs, need32, need_k, a32, ak, bias, act, out,
+            );
         }
         // Re-entered on this thread (a nested job stole work while this one waits): use
         // private buffers rather than the busy ones.
         Err(_) => {
             let (mut a32, mut ak) = (QActs::default(), QActs::default());
             run(
-                x, rows, n_in, &segs, need32, need_k, &mut a32, &mut ak, bias, out,
+                x, rows, n_in, &segs, need32, need_k, &mut a32, &mut ak, bias, act, out,
             );
         }
     });
@@ -78,6 +87,7 @@ fn run(
     a32: &mut QActs,
     ak: &mut QActs,
     bias: Option<&[f32]>,
+    act: Act,
     out: &mut [f32],
 ) {
     if need32 {
@@ -110,6 +120,7 @@ fn run(
         a32,
         ak,
         bias,
+        act,
         dst,
     };
     let task = |t: usize| {
@@ -252,6 +263,7 @@ struct Ctx<'a> {
     a32: &'a QActs,
     ak: &'a QActs,
     bias: Option<&'a [f32]>,
+    act: Act,
     dst: Out,
 }
 
@@ -307,6 +319,16 @@ impl Ctx<'_> {
                     r += rr;
                 }
                 o += c;
+            }
+            if self.act != Act::None {
+                for r in r0..r1 {
+                    let start = r * self.dst.n_out + seg.first + a;
+                    // SAFETY: features `seg.first + a..seg.first + b` of row `r` lie inside
+                    // `out`, belong to this task alone, and were all written just above.
+                    let vals =
+                        unsafe { std::slice::from_raw_parts_mut(self.dst.ptr.add(start), b - a) };
+                    activation::apply(self.act, vals);
+                }
             }
             r0 = r1;
         }

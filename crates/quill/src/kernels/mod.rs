@@ -5,13 +5,17 @@
 //! Conventions: activations are row-major `[rows, cols]` slices of f32; weight matrices are
 //! `[out, in]` (nn.Linear orientation) so that every output is one contiguous dot product.
 
+mod activation;
+mod attention;
 mod matmul;
 pub mod quant;
 mod simd;
 mod tile;
 mod weights;
 
-pub use matmul::matmul;
+pub use activation::Act;
+pub use attention::attention;
+pub use matmul::{matmul, matmul_act};
 pub use simd::{axpy, describe as simd_level};
 pub use weights::{Matrix, WeightData};
 
@@ -61,26 +65,17 @@ pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
 
 /// Exact GELU: `x · ½(1 + erf(x/√2))`.
 pub fn gelu_exact(x: &mut [f32]) {
-    for v in x {
-        let xf = *v as f64;
-        *v = (0.5 * xf * (1.0 + libm::erf(xf * std::f64::consts::FRAC_1_SQRT_2))) as f32;
-    }
+    activation::apply(Act::GeluExact, x);
 }
 
-/// Tanh-approximated GELU: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))`.
+/// Tanh-approximated GELU: `½x(1 + tanh(√(2/π)(x + 0.044715x³)))` (see [`Act::GeluTanh`]).
 pub fn gelu_tanh(x: &mut [f32]) {
-    const C: f32 = 0.797_884_6; // sqrt(2/pi)
-    for v in x {
-        let u = *v;
-        *v = 0.5 * u * (1.0 + (C * (u + 0.044715 * u * u * u)).tanh());
-    }
+    activation::apply(Act::GeluTanh, x);
 }
 
 /// ReLU in place.
 pub fn relu(x: &mut [f32]) {
-    for v in x {
-        *v = v.max(0.0);
-    }
+    activation::apply(Act::Relu, x);
 }
 
 /// SwiGLU: given `gate_up` rows laid out as [gate (d_ff) | up (d_ff)], writes
@@ -172,46 +167,6 @@ impl RopeTable {
                     x[i] = a * c[i] - b * s[i];
                     x[i + h] = a * s[i] + b * c[i];
                 }
-            }
-        }
-    }
-}
-
-/// Causal attention of `n_new` query rows against a KV cache that already holds their keys and
-/// values. The query row `t` sits at position `start + t` and sees positions `0..=start + t`.
-///
-/// q: [n_new, n_head, hd]; keys/values: [positions, n_kv_head, hd] (at least `start + n_new`
-/// rows); out: [n_new, n_head, hd]; scores: scratch of at least `start + n_new`.
-#[allow(clippy::too_many_arguments)]
-pub fn attention(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    start: usize,
-    n_head: usize,
-    n_kv_head: usize,
-    hd: usize,
-    scores: &mut [f32],
-    out: &mut [f32],
-) {
-    let group = n_head / n_kv_head;
-    let kv_stride = n_kv_head * hd;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let n_new = q.len() / (n_head * hd);
-    for t in 0..n_new {
-        let len = start + t + 1;
-        for h in 0..n_head {
-            let g = h / group;
-            let qh = &q[(t * n_head + h) * hd..][..hd];
-            let sc = &mut scores[..len];
-            for (p, s) in sc.iter_mut().enumerate() {
-                *s = dot(qh, &keys[p * kv_stride + g * hd..][..hd]) * scale;
-            }
-            softmax(sc);
-            let oh = &mut out[(t * n_head + h) * hd..][..hd];
-            oh.fill(0.0);
-            for (p, &w) in sc.iter().enumerate() {
-                simd::axpy(w, &values[p * kv_stride + g * hd..][..hd], oh);
             }
         }
     }

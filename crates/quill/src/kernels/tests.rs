@@ -150,17 +150,15 @@ fn rope_styles_are_the_same_rotation_under_a_permutation() {
     assert_eq!(z, x);
 }
 
-#[test]
-fn attention_matches_reference_with_grouped_heads() {
-    let (n_head, n_kv, hd, start, n_new) = (4, 2, 3, 2, 3);
-    let len = start + n_new;
-    let q = values(n_new * n_head * hd, 10);
-    let k = values(len * n_kv * hd, 11);
-    let v = values(len * n_kv * hd, 12);
-    let mut scores = vec![0.0; len];
-    let mut out = vec![0.0; n_new * n_head * hd];
-    attention(&q, &k, &v, start, n_head, n_kv, hd, &mut scores, &mut out);
-    let mut want = vec![0.0f64; out.len()];
+/// Causal attention in f64, straight from the definition.
+fn attention_reference(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    (n_head, n_kv, hd, start): (usize, usize, usize, usize),
+) -> Vec<f64> {
+    let n_new = q.len() / (n_head * hd);
+    let mut want = vec![0.0f64; q.len()];
     for t in 0..n_new {
         for h in 0..n_head {
             let g = h / (n_head / n_kv);
@@ -185,7 +183,100 @@ fn attention_matches_reference_with_grouped_heads() {
             }
         }
     }
-    close(&out, &want, 1e-5);
+    want
+}
+
+#[test]
+fn attention_matches_reference_with_grouped_heads() {
+    let (n_head, n_kv, hd, start, n_new) = (4, 2, 3, 2, 3);
+    let len = start + n_new;
+    let q = values(n_new * n_head * hd, 10);
+    let k = values(len * n_kv * hd, 11);
+    let v = values(len * n_kv * hd, 12);
+    let mut scores = vec![0.0; len];
+    let mut out = vec![0.0; n_new * n_head * hd];
+    attention(&q, &k, &v, start, n_head, n_kv, hd, &mut scores, &mut out);
+    close(
+        &out,
+        &attention_reference(&q, &k, &v, (n_head, n_kv, hd, start)),
+        1e-5,
+    );
+}
+
+/// Large enough to be split over the pool: every thread count gives the same bits, and they
+/// match the reference.
+#[test]
+fn threaded_attention_does_not_depend_on_the_thread_count() {
+    let (n_head, n_kv, hd, start, n_new) = (6, 3, 19, 40, 7);
+    let len = start + n_new;
+    let q = values(n_new * n_head * hd, 13);
+    let k = values(len * n_kv * hd, 14);
+    let v = values(len * n_kv * hd, 15);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        pool.install(|| {
+            let mut scores = Vec::new();
+            let mut out = vec![0.0; n_new * n_head * hd];
+            attention(&q, &k, &v, start, n_head, n_kv, hd, &mut scores, &mut out);
+            out
+        })
+    };
+    let one = run(1);
+    close(
+        &one,
+        &attention_reference(&q, &k, &v, (n_head, n_kv, hd, start)),
+        1e-5,
+    );
+    for threads in [2, 3, 5] {
+        assert_eq!(run(threads), one, "{threads} threads");
+    }
+}
+
+#[test]
+fn gelu_of_a_value_does_not_depend_on_where_it_sits() {
+    let mut x: Vec<f32> = values(203, 16).iter().map(|v| v * 9.0).collect();
+    x.extend([
+        0.0,
+        -0.0,
+        1e-30,
+        -1e-30,
+        40.0,
+        -40.0,
+        1e20,
+        -1e20,
+        f32::MAX,
+        f32::MIN,
+    ]);
+    let mut whole = x.clone();
+    gelu_tanh(&mut whole);
+    for (i, &v) in x.iter().enumerate() {
+        let mut one = [v];
+        gelu_tanh(&mut one);
+        assert_eq!(one[0].to_bits(), whole[i].to_bits(), "x = {v}");
+        // ½x(1 + tanh u) = x·σ(2u), written so f64 keeps the tiny negative tail exactly.
+        // The f32 argument `2u` carries a relative rounding error of a few ulp, which `e^-2u`
+        // turns into a relative error proportional to |2u|.
+        let (want, two_u) = {
+            let v = v as f64;
+            let u = (2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3));
+            (v / (1.0 + (-2.0 * u).exp()), 2.0 * u)
+        };
+        let err = (one[0] as f64 - want).abs();
+        let tol = 1e-6 * (2.0 + two_u.abs().min(200.0)) * want.abs() + 1e-30;
+        assert!(err <= tol, "x = {v}: {} vs {want}", one[0]);
+    }
+    // Chunks of every length and offset give the same values.
+    for (a, b) in [(0, 7), (3, 11), (5, 40), (1, 200)] {
+        let mut part = x[a..b].to_vec();
+        gelu_tanh(&mut part);
+        assert_eq!(part, whole[a..b], "{a}..{b}");
+    }
+    let mut nan = [f32::NAN];
+    gelu_tanh(&mut nan);
+    assert!(nan[0].is_nan());
 }
 
 #[test]
@@ -413,5 +504,10 @@ fn batch_composition_does_not_change_any_output() {
                 start + n
             );
         }
+        // The fused activation is the product then the activation, bit for bit.
+        let mut fused = vec![0.0; 9 * rows];
+        matmul_act(&x, m, None, &mut fused, Act::GeluTanh);
+        gelu_tanh(&mut all);
+        assert_eq!(fused, all);
     }
 }

@@ -10,7 +10,7 @@ pub use weights::{Layout, Weights};
 
 use crate::config::{Activation, ModelConfig, NormKind, Positions};
 use crate::error::{Error, Result};
-use crate::kernels::{self, RopeTable};
+use crate::kernels::{self, Act, RopeTable};
 use kv_cache::sized;
 use weights::Norm;
 
@@ -217,9 +217,18 @@ impl Model {
                 }
                 s.cache.append(l, ks, &v[span.start * kvd..span.end * kvd]);
                 let (keys, values) = s.cache.layer(l);
-                let scores = sized(&mut scratch.scores, start + span.len());
                 let out = &mut att[span.start * qd..span.end * qd];
-                kernels::attention(qs, keys, values, start, nh, nkv, hd, scores, out);
+                kernels::attention(
+                    qs,
+                    keys,
+                    values,
+                    start,
+                    nh,
+                    nkv,
+                    hd,
+                    &mut scratch.scores,
+                    out,
+                );
             }
             let proj = sized(&mut scratch.proj, n * c);
             kernels::matmul(att, &b.attn_out.w, b.attn_out.b.as_deref(), proj);
@@ -230,25 +239,20 @@ impl Model {
             h.copy_from_slice(&scratch.x);
             self.norm(h, &b.mlp_norm);
             let up = sized(&mut scratch.up, n * b.up.w.rows);
-            kernels::matmul(h, &b.up.w, b.up.b.as_deref(), up);
-            let act: &[f32] = match cfg.activation {
-                Activation::GeluExact => {
-                    kernels::gelu_exact(up);
-                    up
-                }
-                Activation::GeluTanh => {
-                    kernels::gelu_tanh(up);
-                    up
-                }
-                Activation::Relu => {
-                    kernels::relu(up);
-                    up
-                }
-                Activation::SwiGlu => {
-                    let out = sized(&mut scratch.act, n * cfg.d_ff);
-                    kernels::swiglu(up, cfg.d_ff, out);
-                    out
-                }
+            // Elementwise activations are fused into the product; SwiGLU pairs two halves.
+            let fused = match cfg.activation {
+                Activation::GeluExact => Act::GeluExact,
+                Activation::GeluTanh => Act::GeluTanh,
+                Activation::Relu => Act::Relu,
+                Activation::SwiGlu => Act::None,
+            };
+            kernels::matmul_act(h, &b.up.w, b.up.b.as_deref(), up, fused);
+            let act: &[f32] = if cfg.activation == Activation::SwiGlu {
+                let out = sized(&mut scratch.act, n * cfg.d_ff);
+                kernels::swiglu(up, cfg.d_ff, out);
+                out
+            } else {
+                up
             };
             let proj = sized(&mut scratch.proj, n * c);
             kernels::matmul(act, &b.down.w, b.down.b.as_deref(), proj);

@@ -70,9 +70,41 @@ impl Candidates {
         if self.sorted {
             return;
         }
-        self.items
-            .sort_unstable_by(|a, b| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id)));
+        self.items.sort_unstable_by(Self::order);
         self.sorted = true;
+    }
+
+    /// Keeps the `k` highest candidates and every one tied with the k-th logit, sorted: the
+    /// same set and order as sorting everything and keeping `i < k || logit >= kth`, but found
+    /// by selection (O(vocab)) and only the survivors sorted (top-k over GPT-2's 50,257 tokens
+    /// sorted all of them every step before).
+    pub fn keep_top(&mut self, k: usize) {
+        if k == 0 || k >= self.items.len() {
+            return;
+        }
+        if !self.sorted {
+            self.items.select_nth_unstable_by(k - 1, Self::order);
+            let kth = self.items[k - 1].logit;
+            // Everything after k-1 comes later in the order (logit ≤ kth): keep the ties.
+            let mut kept = k;
+            for i in k..self.items.len() {
+                if self.items[i].logit >= kth {
+                    self.items.swap(kept, i);
+                    kept += 1;
+                }
+            }
+            self.items.truncate(kept);
+            self.items.sort_unstable_by(Self::order);
+            self.sorted = true;
+            return;
+        }
+        let kth = self.items[k - 1].logit;
+        self.retain_sorted(|i, c| i < k || c.logit >= kth);
+    }
+
+    /// The sorted order: logit descending, then id ascending.
+    fn order(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+        b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))
     }
 
     /// Keeps only the first `n` candidates of the sorted order.

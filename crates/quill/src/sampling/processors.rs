@@ -200,12 +200,7 @@ impl Processor for TopK {
         "top-k"
     }
     fn apply(&mut self, c: &mut Candidates, _h: &History<'_>) {
-        if self.0 >= c.len() {
-            return;
-        }
-        c.sort();
-        let kth = c.items()[self.0 - 1].logit;
-        c.retain_sorted(|i, cand| i < self.0 || cand.logit >= kth);
+        c.keep_top(self.0);
     }
 }
 

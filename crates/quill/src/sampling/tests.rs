@@ -111,6 +111,46 @@ fn top_k_keeps_ties_at_the_kth_value() {
 }
 
 #[test]
+fn top_k_selection_equals_sorting_everything() {
+    // Many ties (logits on a coarse grid), -inf and -0.0/0.0 among them; every k.
+    let mut state = 12345u64;
+    let logits: Vec<f32> = (0..300)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            match i % 37 {
+                0 => f32::NEG_INFINITY,
+                1 => -0.0,
+                _ => ((state >> 40) % 23) as f32 - 11.0,
+            }
+        })
+        .collect();
+    for k in [1, 2, 5, 17, 100, 299, 300, 301] {
+        let mut fast = cands(&logits);
+        fast.keep_top(k);
+        let mut slow = cands(&logits);
+        slow.sort();
+        if k < slow.len() {
+            let kth = slow.items()[k - 1].logit;
+            slow.retain_sorted(|i, c| i < k || c.logit >= kth);
+        }
+        let ordered = |c: &Candidates| -> Vec<(u32, u32)> {
+            c.items()
+                .iter()
+                .map(|x| (x.id, x.logit.to_bits()))
+                .collect()
+        };
+        if k < logits.len() {
+            assert_eq!(ordered(&fast), ordered(&slow), "k = {k}");
+            assert!(fast.is_sorted());
+        } else {
+            assert_eq!(ids(&fast), ids(&slow), "k = {k}");
+        }
+    }
+}
+
+#[test]
 fn top_p_keeps_the_token_that_crosses_the_boundary() {
     let l = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
     for (p, want) in [
