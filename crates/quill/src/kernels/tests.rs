@@ -204,34 +204,53 @@ fn attention_matches_reference_with_grouped_heads() {
 }
 
 /// Large enough to be split over the pool: every thread count gives the same bits, and they
-/// match the reference.
+/// match the reference. Head sizes: odd (portable path), 16 and 72 (the SIMD path's 8- and
+/// 64-wide pieces); 47 visible positions (not a multiple of the 4-position score groups).
 #[test]
 fn threaded_attention_does_not_depend_on_the_thread_count() {
-    let (n_head, n_kv, hd, start, n_new) = (6, 3, 19, 40, 7);
-    let len = start + n_new;
-    let q = values(n_new * n_head * hd, 13);
-    let k = values(len * n_kv * hd, 14);
-    let v = values(len * n_kv * hd, 15);
-    let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool");
-        pool.install(|| {
-            let mut scores = Vec::new();
-            let mut out = vec![0.0; n_new * n_head * hd];
-            attention(&q, &k, &v, start, n_head, n_kv, hd, &mut scores, &mut out);
-            out
-        })
-    };
-    let one = run(1);
-    close(
-        &one,
-        &attention_reference(&q, &k, &v, (n_head, n_kv, hd, start)),
-        1e-5,
-    );
-    for threads in [2, 3, 5] {
-        assert_eq!(run(threads), one, "{threads} threads");
+    for hd in [19, 16, 72] {
+        let (n_head, n_kv, start, n_new) = (6, 3, 40, 7);
+        let len = start + n_new;
+        let q = values(n_new * n_head * hd, 13);
+        let k = values(len * n_kv * hd, 14);
+        let v = values(len * n_kv * hd, 15);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("thread pool");
+            pool.install(|| {
+                let mut scores = Vec::new();
+                let mut out = vec![0.0; n_new * n_head * hd];
+                attention(&q, &k, &v, start, n_head, n_kv, hd, &mut scores, &mut out);
+                out
+            })
+        };
+        let one = run(1);
+        close(
+            &one,
+            &attention_reference(&q, &k, &v, (n_head, n_kv, hd, start)),
+            1e-5,
+        );
+        for threads in [2, 3, 5] {
+            assert_eq!(run(threads), one, "hd {hd}, {threads} threads");
+        }
+        // A decode row (one query at the last position) equals the same row of the batch.
+        let mut scores = Vec::new();
+        let mut last = vec![0.0; n_head * hd];
+        let q_last = &q[(n_new - 1) * n_head * hd..];
+        attention(
+            q_last,
+            &k,
+            &v,
+            len - 1,
+            n_head,
+            n_kv,
+            hd,
+            &mut scores,
+            &mut last,
+        );
+        assert_eq!(last, one[(n_new - 1) * n_head * hd..], "hd {hd}");
     }
 }
 
