@@ -301,6 +301,21 @@ impl Ctx<'_> {
             Kind::Quant(_) if self.rows == 1 => 2,
             Kind::Quant(_) => 1,
         };
+        // Four rows or fewer (decode, small batches): one pass over the chunk's weights per
+        // row tile anyway, so hand the whole chunk to the kernels at once.
+        match (seg.kind, self.rows) {
+            (Kind::Quant(d), 1..=4) => {
+                by_shape!(self.rows, max_c, int_span(self, d, seg, a, b), [1, 2]);
+                self.activate(seg, 0, self.rows, a, b);
+                return;
+            }
+            (Kind::Float(k), 1) => {
+                float_span(self, k, seg, a, b);
+                self.activate(seg, 0, 1, a, b);
+                return;
+            }
+            _ => {}
+        }
         let mut r0 = 0;
         while r0 < self.rows {
             let r1 = (r0 + ROW_BLOCK).min(self.rows);
@@ -320,17 +335,23 @@ impl Ctx<'_> {
                 }
                 o += c;
             }
-            if self.act != Act::None {
-                for r in r0..r1 {
-                    let start = r * self.dst.n_out + seg.first + a;
-                    // SAFETY: features `seg.first + a..seg.first + b` of row `r` lie inside
-                    // `out`, belong to this task alone, and were all written just above.
-                    let vals =
-                        unsafe { std::slice::from_raw_parts_mut(self.dst.ptr.add(start), b - a) };
-                    activation::apply(self.act, vals);
-                }
-            }
+            self.activate(seg, r0, r1, a, b);
             r0 = r1;
+        }
+    }
+
+    /// Applies the fused activation to features `a..b` of `seg` in rows `r0..r1`, which this
+    /// task has just written.
+    fn activate(&self, seg: &Seg<'_>, r0: usize, r1: usize, a: usize, b: usize) {
+        if self.act == Act::None {
+            return;
+        }
+        for r in r0..r1 {
+            let start = r * self.dst.n_out + seg.first + a;
+            // SAFETY: features `seg.first + a..seg.first + b` of row `r` lie inside `out`,
+            // belong to this task alone, and were all written by it.
+            let vals = unsafe { std::slice::from_raw_parts_mut(self.dst.ptr.add(start), b - a) };
+            activation::apply(self.act, vals);
         }
     }
 
@@ -358,6 +379,21 @@ impl Ctx<'_> {
     }
 }
 
+/// Decode: the one input row against weight rows `a..b` of `seg`, one weight row per tile.
+fn float_span(ctx: &Ctx<'_>, kind: WKind, seg: &Seg<'_>, a: usize, b: usize) {
+    let n = ctx.n_in;
+    let rb = seg.row_bytes;
+    let x = &ctx.x[..n];
+    let w = &seg.data[a * rb..b * rb];
+    // SAFETY: `x` covers `n` values and `w` covers `b - a` rows of `n` weights each (sliced just
+    // above, so an out-of-range chunk panics instead).
+    unsafe {
+        tile::span::<1, 1, _>(kind, &[x.as_ptr()], w.as_ptr(), rb, b - a, n, |o, v| {
+            ctx.store(seg, 0, a + o, v)
+        })
+    };
+}
+
 fn float_tile<const R: usize, const C: usize>(
     ctx: &Ctx<'_>,
     kind: WKind,
@@ -372,6 +408,42 @@ fn float_tile<const R: usize, const C: usize>(
     // SAFETY: each pointer starts a slice of `n` values checked just above.
     let vals = unsafe { tile::tile::<R, C>(kind, &xs, &ws, n) };
     ctx.store(seg, r, o, vals);
+}
+
+/// Rows `0..R` against weight rows `a..b` of `seg`, `C` at a time (the odd one left over alone).
+fn int_span<const R: usize, const C: usize>(
+    ctx: &Ctx<'_>,
+    dtype: DType,
+    seg: &Seg<'_>,
+    a: usize,
+    b: usize,
+) {
+    let acts = if int::act_block(dtype) == QK_K {
+        ctx.ak
+    } else {
+        ctx.a32
+    };
+    let xs: [QRow<'_>; R] = std::array::from_fn(|i| acts.row(i));
+    let rb = seg.row_bytes;
+    let mid = a + (b - a) / C * C;
+    int::span::<R, C>(
+        dtype,
+        &xs,
+        &seg.data[a * rb..mid * rb],
+        rb,
+        ctx.n_in,
+        |o, v| ctx.store(seg, 0, a + o, v),
+    );
+    if mid < b {
+        int::span::<R, 1>(
+            dtype,
+            &xs,
+            &seg.data[mid * rb..b * rb],
+            rb,
+            ctx.n_in,
+            |o, v| ctx.store(seg, 0, mid + o, v),
+        );
+    }
 }
 
 fn int_tile<const R: usize, const C: usize>(

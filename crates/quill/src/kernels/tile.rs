@@ -42,6 +42,36 @@ pub(crate) unsafe fn tile<const R: usize, const C: usize>(
     portable::<R, C>(kind, x, w, n)
 }
 
+/// `R` activation rows against `groups · C` consecutive weight rows (`row_bytes` apart, starting
+/// at `w`), `C` at a time: `emit(first_row, tile)` per group. The same arithmetic as [`tile`],
+/// with the dispatch done once per span (a decode tile is only a few hundred cycles of work).
+///
+/// # Safety
+/// As [`tile`], for every weight row `0..groups·C`.
+pub(crate) unsafe fn span<const R: usize, const C: usize, F: FnMut(usize, [[f32; C]; R])>(
+    kind: WKind,
+    x: &[*const f32; R],
+    w: *const u8,
+    row_bytes: usize,
+    groups: usize,
+    n: usize,
+    mut emit: F,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx2_f16c() {
+        match kind {
+            WKind::F32 => avx2::span::<0, R, C, F>(x, w, row_bytes, groups, n, &mut emit),
+            WKind::F16 => avx2::span::<1, R, C, F>(x, w, row_bytes, groups, n, &mut emit),
+            WKind::Bf16 => avx2::span::<2, R, C, F>(x, w, row_bytes, groups, n, &mut emit),
+        }
+        return;
+    }
+    for g in 0..groups {
+        let ws: [*const u8; C] = std::array::from_fn(|c| w.add((g * C + c) * row_bytes));
+        emit(g * C, portable::<R, C>(kind, x, &ws, n));
+    }
+}
+
 /// Weight `i` of a row at `p`.
 #[inline(always)]
 unsafe fn weight(kind: WKind, p: *const u8, i: usize) -> f32 {
@@ -100,6 +130,23 @@ mod avx2 {
                 let h = _mm_loadu_si128(p.add(2 * i).cast());
                 _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
             }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn span<const K: u8, const R: usize, const C: usize, F>(
+        x: &[*const f32; R],
+        w: *const u8,
+        row_bytes: usize,
+        groups: usize,
+        n: usize,
+        emit: &mut F,
+    ) where
+        F: FnMut(usize, [[f32; C]; R]),
+    {
+        for g in 0..groups {
+            let ws: [*const u8; C] = std::array::from_fn(|c| w.add((g * C + c) * row_bytes));
+            emit(g * C, tile::<K, R, C>(x, &ws, n));
         }
     }
 

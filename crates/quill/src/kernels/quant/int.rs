@@ -58,6 +58,50 @@ pub(crate) fn tile<const R: usize, const C: usize>(
     out
 }
 
+/// Weight rows `0..n` of `w` (consecutive rows of `row_bytes` bytes; `n` a multiple of `C`) against
+/// the `R` activation rows, `C` weight rows at a time: `emit(o, tile)` for each group starting at
+/// row `o`. The same arithmetic as [`tile`], with the checks and dispatch done once per span
+/// instead of once per tile (at decode a tile is only a few hundred cycles of work).
+pub(crate) fn span<const R: usize, const C: usize>(
+    dtype: DType,
+    x: &[QRow<'_>; R],
+    w: &[u8],
+    row_bytes: usize,
+    cols: usize,
+    mut emit: impl FnMut(usize, [[f32; C]; R]),
+) {
+    let n = if row_bytes == 0 {
+        0
+    } else {
+        w.len() / row_bytes
+    };
+    debug_assert_eq!(n % C, 0);
+    #[cfg(target_arch = "x86_64")]
+    if crate::kernels::simd::has_avx2_f16c()
+        && row_bytes == cols / dtype.block_elems() * dtype.block_bytes()
+        && w.len() == n * row_bytes
+        && x.iter().all(|r| r.q.len() == cols)
+    {
+        use super::int_avx2 as k;
+        let (p, groups) = (w.as_ptr(), n / C);
+        // SAFETY: AVX2/FMA/F16C are present; every weight row and activation row has the
+        // length the kernels read (checked just above).
+        unsafe {
+            match dtype {
+                DType::Q8_0 => return k::span32::<0, R, C, _>(x, p, row_bytes, groups, &mut emit),
+                DType::Q4_0 => return k::span32::<1, R, C, _>(x, p, row_bytes, groups, &mut emit),
+                DType::Q4_1 => return k::span32::<2, R, C, _>(x, p, row_bytes, groups, &mut emit),
+                DType::Q6K => return k::span_q6k::<R, C, _>(x, p, row_bytes, groups, &mut emit),
+                _ => {}
+            }
+        }
+    }
+    for g in 0..n / C {
+        let rows: [&[u8]; C] = std::array::from_fn(|c| &w[(g * C + c) * row_bytes..][..row_bytes]);
+        emit(g * C, tile::<R, C>(dtype, x, &rows, cols));
+    }
+}
+
 /// The portable kernel for one output: per block an exact integer dot product, scaled and
 /// summed in block order.
 pub(crate) fn dot(dtype: DType, row: &[u8], x: &QRow<'_>) -> f32 {

@@ -50,6 +50,7 @@ unsafe fn hsum_epi32(v: __m256i) -> i32 {
 /// # Safety
 /// AVX2, FMA and F16C must be present; each `w[c]` must cover `blocks` blocks and each `x[r]`
 /// `blocks · 32` values.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn tile32<const T: u8, const R: usize, const C: usize>(
     x: &[QRow<'_>; R],
@@ -143,6 +144,7 @@ unsafe fn q6_chunk(ql: __m256i, qh: __m256i, high: bool, shift: u32) -> __m256i 
 ///
 /// # Safety
 /// As [`tile32`], with 210-byte super-blocks and `sblocks · 256` activation values.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn tile_q6k<const R: usize, const C: usize>(
     x: &[QRow<'_>; R],
@@ -188,4 +190,47 @@ pub(super) unsafe fn tile_q6k<const R: usize, const C: usize>(
         }
     }
     out
+}
+
+/// [`tile32`] over `groups` groups of `C` consecutive weight rows starting at `w` (the tile
+/// inlined, so per group only the tile's own work remains); `emit(first_row, tile)`.
+///
+/// # Safety
+/// As [`tile32`], for every row `0..groups·C` at `w + row·row_bytes`; `row_bytes` is the row's
+/// whole-block size.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn span32<const T: u8, const R: usize, const C: usize, F>(
+    x: &[QRow<'_>; R],
+    w: *const u8,
+    row_bytes: usize,
+    groups: usize,
+    emit: &mut F,
+) where
+    F: FnMut(usize, [[f32; C]; R]),
+{
+    let blocks = row_bytes / [34, 18, 20][T as usize];
+    for g in 0..groups {
+        let p: [*const u8; C] = std::array::from_fn(|c| w.add((g * C + c) * row_bytes));
+        emit(g * C, tile32::<T, R, C>(x, &p, blocks));
+    }
+}
+
+/// [`tile_q6k`] over `groups` groups of `C` rows, as [`span32`].
+///
+/// # Safety
+/// As [`span32`], with 210-byte super-blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn span_q6k<const R: usize, const C: usize, F>(
+    x: &[QRow<'_>; R],
+    w: *const u8,
+    row_bytes: usize,
+    groups: usize,
+    emit: &mut F,
+) where
+    F: FnMut(usize, [[f32; C]; R]),
+{
+    for g in 0..groups {
+        let p: [*const u8; C] = std::array::from_fn(|c| w.add((g * C + c) * row_bytes));
+        emit(g * C, tile_q6k::<R, C>(x, &p, row_bytes / 210));
+    }
 }
