@@ -70,11 +70,7 @@ pub(crate) fn span<const R: usize, const C: usize>(
     cols: usize,
     mut emit: impl FnMut(usize, [[f32; C]; R]),
 ) {
-    let n = if row_bytes == 0 {
-        0
-    } else {
-        w.len() / row_bytes
-    };
+    let n = w.len().checked_div(row_bytes).unwrap_or(0);
     debug_assert_eq!(n % C, 0);
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::simd::has_avx2_f16c()
