@@ -184,8 +184,6 @@ pub fn measure(model: &Model, prompt_len: usize, gen: usize, reps: usize) -> Res
     })
 }
 
-/// Total decode tokens/s with `batch` sequences generating together (one batched forward per
-/// step), each from a short prompt.
 /// Bytes of KV cache held by `batch` sequences of `positions` positions each (f32 keys and
 /// values for every layer).
 pub fn kv_cache_bytes(model: &Model, positions: usize, batch: usize) -> usize {
@@ -193,6 +191,8 @@ pub fn kv_cache_bytes(model: &Model, positions: usize, batch: usize) -> usize {
     2 * c.n_layer * c.n_kv_head * c.head_dim() * 4 * positions * batch
 }
 
+/// Total decode tokens/s with `batch` sequences generating together (one batched forward per
+/// step), each from a short prompt.
 pub fn measure_batch(model: &Model, batch: usize, gen: usize) -> Result<f64> {
     let mut b = Batch::new(model, None);
     for i in 0..batch {

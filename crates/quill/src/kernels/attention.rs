@@ -110,17 +110,20 @@ fn one_head(qh: &[f32], kv: &KvHead<'_>, sc: &mut [f32], oh: &mut [f32]) {
 }
 
 /// Attention for head sizes that are a multiple of 8, written for the shapes that matter
-/// (hd = 64): scores four positions at a time with one horizontal reduction for the four, and
-/// the value sum kept in registers across positions instead of a load and store of the output
-/// per position.
+/// (hd = 64): scores four positions at a time with one transposed horizontal reduction for the
+/// four, and the value sum kept in registers across positions instead of a load and store of the
+/// output per position. Bit for bit the arithmetic of `simd::dot` and `simd::axpy` (the portable
+/// path above), so the faster kernel changes no result.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use super::KvHead;
 
-    /// `sc[p] = scale · q·k_p`. Each score is the same arithmetic whichever group of four it
-    /// falls in: one 8-lane accumulator over the head, then a fixed pairwise reduction.
+    /// `sc[p] = scale · q·k_p`, four positions at a time. Each score is bit-identical to
+    /// `simd::dot(q, k_p) · scale` (two 8-lane accumulators over 16-value steps, their sum, the
+    /// same pairwise horizontal sum): the four horizontal sums are done together by a 4×4
+    /// transpose instead of one after another.
     ///
     /// # Safety
     /// AVX2/FMA present; `kv.keys` holds `sc.len()` positions; `q.len() % 8 == 0`.
@@ -130,26 +133,40 @@ mod avx2 {
         let len = sc.len();
         assert!(len == 0 || (len - 1) * kv.stride + kv.offset + hd <= kv.keys.len());
         let k = kv.keys.as_ptr().add(kv.offset);
+        let qp = q.as_ptr();
         let mut p = 0;
         while p < len {
             let n = (len - p).min(4);
-            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut a0 = [_mm256_setzero_ps(); 4];
+            let mut a1 = [_mm256_setzero_ps(); 4];
             let mut i = 0;
-            while i < hd {
-                let qv = _mm256_loadu_ps(q.as_ptr().add(i));
-                for (j, a) in acc.iter_mut().enumerate().take(n) {
+            while i + 16 <= hd {
+                let (q0, q1) = (_mm256_loadu_ps(qp.add(i)), _mm256_loadu_ps(qp.add(i + 8)));
+                for j in 0..n {
                     let kp = k.add((p + j) * kv.stride + i);
-                    *a = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kp), *a);
+                    a0[j] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(kp), a0[j]);
+                    a1[j] = _mm256_fmadd_ps(q1, _mm256_loadu_ps(kp.add(8)), a1[j]);
                 }
-                i += 8;
+                i += 16;
             }
-            // [acc0, acc1, acc2, acc3] → four sums: lanes pairwise within each 128-bit half,
-            // then the halves.
-            let t = _mm256_hadd_ps(
-                _mm256_hadd_ps(acc[0], acc[1]),
-                _mm256_hadd_ps(acc[2], acc[3]),
-            );
-            let s = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+            if i < hd {
+                let q0 = _mm256_loadu_ps(qp.add(i));
+                for j in 0..n {
+                    let kp = k.add((p + j) * kv.stride + i);
+                    a0[j] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(kp), a0[j]);
+                }
+            }
+            // h_j = low half + high half of (a0_j + a1_j); the score is
+            // (h_j[0] + h_j[2]) + (h_j[1] + h_j[3]), for the four j at once.
+            let h: [__m128; 4] = std::array::from_fn(|j| {
+                let v = _mm256_add_ps(a0[j], a1[j]);
+                _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1))
+            });
+            let (t0, t1) = (_mm_unpacklo_ps(h[0], h[1]), _mm_unpacklo_ps(h[2], h[3]));
+            let (t2, t3) = (_mm_unpackhi_ps(h[0], h[1]), _mm_unpackhi_ps(h[2], h[3]));
+            let (c0, c1) = (_mm_movelh_ps(t0, t1), _mm_movehl_ps(t1, t0));
+            let (c2, c3) = (_mm_movelh_ps(t2, t3), _mm_movehl_ps(t3, t2));
+            let s = _mm_add_ps(_mm_add_ps(c0, c2), _mm_add_ps(c1, c3));
             let mut out = [0.0f32; 4];
             _mm_storeu_ps(out.as_mut_ptr(), _mm_mul_ps(s, _mm_set1_ps(scale)));
             sc[p..p + n].copy_from_slice(&out[..n]);

@@ -235,6 +235,23 @@ fn threaded_attention_does_not_depend_on_the_thread_count() {
         for threads in [2, 3, 5] {
             assert_eq!(run(threads), one, "hd {hd}, {threads} threads");
         }
+        // The same arithmetic as plain dot products and axpys, to the bit.
+        let mut plain = vec![0.0f32; n_new * n_head * hd];
+        for t in 0..n_new {
+            for h in 0..n_head {
+                let g = h / (n_head / n_kv);
+                let qh = &q[(t * n_head + h) * hd..][..hd];
+                let mut sc: Vec<f32> = (0..start + t + 1)
+                    .map(|p| dot(qh, &k[(p * n_kv + g) * hd..][..hd]) * (1.0 / (hd as f32).sqrt()))
+                    .collect();
+                softmax(&mut sc);
+                let oh = &mut plain[(t * n_head + h) * hd..][..hd];
+                for (p, &w) in sc.iter().enumerate() {
+                    axpy(w, &v[(p * n_kv + g) * hd..][..hd], oh);
+                }
+            }
+        }
+        assert_eq!(one, plain, "hd {hd}");
         // A decode row (one query at the last position) equals the same row of the batch.
         let mut scores = Vec::new();
         let mut last = vec![0.0; n_head * hd];
