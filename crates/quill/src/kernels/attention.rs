@@ -142,18 +142,18 @@ mod avx2 {
             let mut i = 0;
             while i + 16 <= hd {
                 let (q0, q1) = (_mm256_loadu_ps(qp.add(i)), _mm256_loadu_ps(qp.add(i + 8)));
-                for j in 0..n {
+                for (j, (s0, s1)) in a0.iter_mut().zip(a1.iter_mut()).enumerate().take(n) {
                     let kp = k.add((p + j) * kv.stride + i);
-                    a0[j] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(kp), a0[j]);
-                    a1[j] = _mm256_fmadd_ps(q1, _mm256_loadu_ps(kp.add(8)), a1[j]);
+                    *s0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(kp), *s0);
+                    *s1 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(kp.add(8)), *s1);
                 }
                 i += 16;
             }
             if i < hd {
                 let q0 = _mm256_loadu_ps(qp.add(i));
-                for j in 0..n {
+                for (j, s0) in a0.iter_mut().enumerate().take(n) {
                     let kp = k.add((p + j) * kv.stride + i);
-                    a0[j] = _mm256_fmadd_ps(q0, _mm256_loadu_ps(kp), a0[j]);
+                    *s0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(kp), *s0);
                 }
             }
             // h_j = low half + high half of (a0_j + a1_j); the score is
