@@ -288,11 +288,8 @@ macro_rules! by_shape {
 impl Ctx<'_> {
     /// Outputs `a..b` of segment `seg`, for every input row.
     fn compute(&self, seg: &Seg<'_>, a: usize, b: usize) {
-        // Weight rows per tile. At one input row (decode) the tile only needs enough independent
-        // work to hide latency, and streaming one weight row at a time measured fastest
-        // (GPT-2 f16 decode 91.7 → 118 tokens/s against four rows at once).
+        // Weight rows per tile (float decode is `float_span`, one weight row per tile).
         let max_c = match seg.kind {
-            Kind::Float(_) if self.rows == 1 => 1,
             Kind::Float(_) => 3,
             // Measured on Zen 3 (GPT-2 shapes, weights in DRAM): Q8_0 and Q6_K rows stream
             // fastest one at a time (two at once fall to a third of the bandwidth), the 4-bit
@@ -340,6 +337,15 @@ impl Ctx<'_> {
         }
     }
 
+    /// The quantized activations the integer kernels for `dtype` read.
+    fn acts(&self, dtype: DType) -> &QActs {
+        if int::act_block(dtype) == QK_K {
+            self.ak
+        } else {
+            self.a32
+        }
+    }
+
     /// Applies the fused activation to features `a..b` of `seg` in rows `r0..r1`, which this
     /// task has just written.
     fn activate(&self, seg: &Seg<'_>, r0: usize, r1: usize, a: usize, b: usize) {
@@ -379,7 +385,9 @@ impl Ctx<'_> {
     }
 }
 
-/// Decode: the one input row against weight rows `a..b` of `seg`, one weight row per tile.
+/// Decode: the one input row against weight rows `a..b` of `seg`, one weight row per tile. At one
+/// input row a tile only needs enough independent work to hide latency, and streaming one weight
+/// row at a time measured fastest (GPT-2 f16 decode 91.7 → 118 tokens/s against four at once).
 fn float_span(ctx: &Ctx<'_>, kind: WKind, seg: &Seg<'_>, a: usize, b: usize) {
     let n = ctx.n_in;
     let rb = seg.row_bytes;
@@ -418,11 +426,7 @@ fn int_span<const R: usize, const C: usize>(
     a: usize,
     b: usize,
 ) {
-    let acts = if int::act_block(dtype) == QK_K {
-        ctx.ak
-    } else {
-        ctx.a32
-    };
+    let acts = ctx.acts(dtype);
     let xs: [QRow<'_>; R] = std::array::from_fn(|i| acts.row(i));
     let rb = seg.row_bytes;
     let mid = a + (b - a) / C * C;
@@ -453,11 +457,7 @@ fn int_tile<const R: usize, const C: usize>(
     r: usize,
     o: usize,
 ) {
-    let acts = if int::act_block(dtype) == QK_K {
-        ctx.ak
-    } else {
-        ctx.a32
-    };
+    let acts = ctx.acts(dtype);
     let xs: [QRow<'_>; R] = std::array::from_fn(|i| acts.row(r + i));
     let ws: [&[u8]; C] =
         std::array::from_fn(|j| &seg.data[(o + j) * seg.row_bytes..][..seg.row_bytes]);

@@ -84,10 +84,10 @@ pub(crate) fn span<const R: usize, const C: usize>(
         // length the kernels read (checked just above).
         unsafe {
             match dtype {
-                DType::Q8_0 => return k::span32::<0, R, C, _>(x, p, row_bytes, groups, &mut emit),
-                DType::Q4_0 => return k::span32::<1, R, C, _>(x, p, row_bytes, groups, &mut emit),
-                DType::Q4_1 => return k::span32::<2, R, C, _>(x, p, row_bytes, groups, &mut emit),
-                DType::Q6K => return k::span_q6k::<R, C, _>(x, p, row_bytes, groups, &mut emit),
+                DType::Q8_0 => return k::span::<0, R, C, _>(x, p, row_bytes, groups, &mut emit),
+                DType::Q4_0 => return k::span::<1, R, C, _>(x, p, row_bytes, groups, &mut emit),
+                DType::Q4_1 => return k::span::<2, R, C, _>(x, p, row_bytes, groups, &mut emit),
+                DType::Q6K => return k::span::<3, R, C, _>(x, p, row_bytes, groups, &mut emit),
                 _ => {}
             }
         }

@@ -192,14 +192,15 @@ pub(super) unsafe fn tile_q6k<const R: usize, const C: usize>(
     out
 }
 
-/// [`tile32`] over `groups` groups of `C` consecutive weight rows starting at `w` (the tile
-/// inlined, so per group only the tile's own work remains); `emit(first_row, tile)`.
+/// The tile of kernel `K` (0 Q8_0, 1 Q4_0, 2 Q4_1: [`tile32`]; 3 Q6_K: [`tile_q6k`]) over
+/// `groups` groups of `C` consecutive weight rows starting at `w`, the tile inlined so per group
+/// only its own work remains; `emit(first_row, tile)`.
 ///
 /// # Safety
-/// As [`tile32`], for every row `0..groups·C` at `w + row·row_bytes`; `row_bytes` is the row's
-/// whole-block size.
+/// As [`tile32`] / [`tile_q6k`], for every row `0..groups·C` at `w + row·row_bytes`;
+/// `row_bytes` is the row's whole-block size.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn span32<const T: u8, const R: usize, const C: usize, F>(
+pub(super) unsafe fn span<const K: u8, const R: usize, const C: usize, F>(
     x: &[QRow<'_>; R],
     w: *const u8,
     row_bytes: usize,
@@ -208,29 +209,15 @@ pub(super) unsafe fn span32<const T: u8, const R: usize, const C: usize, F>(
 ) where
     F: FnMut(usize, [[f32; C]; R]),
 {
-    let blocks = row_bytes / [34, 18, 20][T as usize];
+    let blocks = row_bytes / [34, 18, 20, 210][K as usize];
     for g in 0..groups {
         let p: [*const u8; C] = std::array::from_fn(|c| w.add((g * C + c) * row_bytes));
-        emit(g * C, tile32::<T, R, C>(x, &p, blocks));
-    }
-}
-
-/// [`tile_q6k`] over `groups` groups of `C` rows, as [`span32`].
-///
-/// # Safety
-/// As [`span32`], with 210-byte super-blocks.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn span_q6k<const R: usize, const C: usize, F>(
-    x: &[QRow<'_>; R],
-    w: *const u8,
-    row_bytes: usize,
-    groups: usize,
-    emit: &mut F,
-) where
-    F: FnMut(usize, [[f32; C]; R]),
-{
-    for g in 0..groups {
-        let p: [*const u8; C] = std::array::from_fn(|c| w.add((g * C + c) * row_bytes));
-        emit(g * C, tile_q6k::<R, C>(x, &p, row_bytes / 210));
+        let tile = match K {
+            0 => tile32::<0, R, C>(x, &p, blocks),
+            1 => tile32::<1, R, C>(x, &p, blocks),
+            2 => tile32::<2, R, C>(x, &p, blocks),
+            _ => tile_q6k::<R, C>(x, &p, blocks),
+        };
+        emit(g * C, tile);
     }
 }
