@@ -30,6 +30,7 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 
 fn weights(storage: &str) -> Matrix {
     let w = values(OUT * IN, 1);
+    let rows_only = storage.ends_with("-rows");
     let quantized = |dtype: DType, f: fn(&[f32], &mut Vec<u8>)| {
         let mut bytes = Vec::new();
         for row in w.chunks_exact(IN) {
@@ -37,7 +38,9 @@ fn weights(storage: &str) -> Matrix {
         }
         let b = Bytes::Owned(Arc::new(bytes));
         let part = QuantPart::new(dtype, OUT, IN, &b, 0).expect("whole blocks");
-        Matrix::quantized(QuantMatrix::new(IN, vec![part]))
+        let q = QuantMatrix::new(IN, vec![part]);
+        // As a loaded model has them (interleaved), unless asked for the row-major layout.
+        Matrix::quantized(if rows_only { q } else { q.interleaved() })
     };
     let half = |bf16: bool| {
         let bytes: Vec<u8> = w
@@ -61,7 +64,7 @@ fn weights(storage: &str) -> Matrix {
             },
         }
     };
-    match storage {
+    match storage.trim_end_matches("-rows") {
         "f16" => half(false),
         "bf16" => half(true),
         "q8_0" => quantized(DType::Q8_0, quant::quantize_row_q8_0),
@@ -71,7 +74,10 @@ fn weights(storage: &str) -> Matrix {
     }
 }
 
-#[divan::bench(args = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1"], consts = [1, 8])]
+#[divan::bench(
+    args = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q8_0-rows", "q4_0-rows", "q4_1-rows"],
+    consts = [1, 8, 64]
+)]
 fn matmul_up_proj<const ROWS: usize>(bencher: Bencher, storage: &str) {
     let w = weights(storage);
     let x = values(ROWS * IN, 2);

@@ -123,6 +123,26 @@ impl Bytes {
     pub fn is_mapped(&self) -> bool {
         matches!(self, Bytes::Mapped(_))
     }
+
+    /// Tells the OS that `len` bytes at `offset` will not be read again soon (their contents
+    /// were copied elsewhere): a mapped file's pages leave the resident set, and would be read
+    /// back from the file if touched. A no-op for other storage and where unsupported.
+    pub fn release(&self, offset: usize, len: usize) {
+        #[cfg(target_os = "linux")]
+        if let Bytes::Mapped(m) = self {
+            if offset.checked_add(len).is_some_and(|end| end <= m.len()) {
+                // SAFETY: the map is a read-only file mapping; MADV_DONTNEED only drops its
+                // page-table entries, and a later read faults the same file bytes back in, so
+                // no reference ever observes different contents. Failure is harmless (the
+                // pages stay resident), hence ignored.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+                };
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (offset, len);
+    }
 }
 
 impl std::fmt::Debug for Bytes {

@@ -62,7 +62,7 @@ fn load() -> Option<quill::LoadedModel> {
 }
 
 #[test]
-fn loads_quantized_and_memory_mapped() {
+fn loads_quantized_and_interleaved() {
     let Some(m) = load() else { return };
     let cfg = m.model.config();
     assert_eq!(
@@ -83,7 +83,18 @@ fn loads_quantized_and_memory_mapped() {
         .blocks
         .iter()
         .all(|b| b.qkv.w.is_quantized() && b.down.w.is_quantized()));
-    assert!(m.info.memory_mapped);
+    // Q8_0 / Q4_1 rows are repacked eight at a time for the integer kernels (a copy, so no
+    // longer borrowed from the map); SmolLM2's row counts are multiples of 8, so nothing is left
+    // row-major.
+    let interleaved = |mat: &quill::kernels::Matrix| match &mat.data {
+        quill::kernels::WeightData::Quant(q) => q.parts.iter().all(|p| p.is_interleaved()),
+        _ => false,
+    };
+    assert!(interleaved(&w.tok_emb));
+    assert!(w
+        .blocks
+        .iter()
+        .all(|b| interleaved(&b.qkv.w) && interleaved(&b.down.w)));
     // Quantized bytes, not f32: about 4.5 bits per weight for Q4_1.
     let b0 = &w.blocks[0];
     assert_eq!(b0.up.w.weight_bytes(), 2 * 1536 * 576 / 32 * 20);
@@ -157,7 +168,7 @@ fn compare(model: &quill::Model, reference: &serde_json::Value) -> Vec<(f32, f32
 /// max |Δ| is 0.026 on values up to 183, and by the logits the two runs differ by about a tenth
 /// of a standard deviation (observed 0.35 to 0.53, std 2.9 to 4.1), the same order as the
 /// activation quantization itself. The argmax and top 3 agree on
-/// every prompt (`compare`), and so do the 32 greedy tokens (`greedy_32_tokens_match_reference`).
+/// every prompt (`compare`), and so do the 32 greedy tokens (`greedy_tokens_match_reference`).
 #[test]
 fn matches_reference_with_quantized_activations() {
     let Some(m) = load() else { return };
@@ -244,31 +255,60 @@ fn integer_kernel_stays_close_to_exact_on_a_real_layer() {
     assert!(max < 0.02 * scale, "max |Δ| {max} vs scale {scale}");
 }
 
-fn greedy(model: &quill::Model, m: &quill::LoadedModel, prompt: Vec<u32>) -> Vec<u32> {
+/// quill's forward pass over the quantized weights picks the `q8act` reference's greedy tokens,
+/// checked teacher-forced over the reference's whole 32-token continuation (every step sees the
+/// reference's context, so one near-tie cannot hide the 26 steps after it). Where quill's
+/// choice differs, the reference's token must be a near-tie in quill's own logits: within 0.2 of
+/// the maximum, below the 0.35-0.53 by which the logits are documented to differ from this
+/// reference (`matches_reference_with_quantized_activations`). f32 against float64 flips such
+/// ties either way: observed, one at step 5 (gap 0.098) with the interleaved kernels' summation
+/// order, none with the earlier row-major one. At most 2 of 32 may be ties; the greedy
+/// continuation itself is also run end to end and must agree up to the first tie.
+#[test]
+fn greedy_tokens_match_reference() {
+    let Some(m) = load() else { return };
+    let r = &reference()["q8act"];
+    let want = ids(&r["greedy_32"]);
+    let prompt = ids(&r["prompts"][0]["ids"]);
+    let mut toks = prompt.clone();
+    toks.extend(&want);
+    let mut cache = m.model.new_cache(toks.len());
+    let mut scratch = Default::default();
+    let logits = m
+        .model
+        .forward(&toks, &mut cache, &mut scratch, Logits::All, None)
+        .unwrap();
+    let v = m.model.config().vocab_size;
+    let mut ties = Vec::new();
+    for (i, &w) in want.iter().enumerate() {
+        let row = &logits[(prompt.len() - 1 + i) * v..][..v];
+        let (arg, max) =
+            row.iter()
+                .enumerate()
+                .fold((0, f32::MIN), |a, (j, &x)| if x > a.1 { (j, x) } else { a });
+        if arg != w as usize {
+            let gap = max - row[w as usize];
+            assert!(
+                gap < 0.2,
+                "step {i}: quill picks {arg}, reference {w} ({gap} lower)"
+            );
+            ties.push(i);
+        }
+    }
+    assert!(ties.len() <= 2, "near-ties at steps {ties:?}");
     let params = GenerateParams {
         max_new_tokens: 32,
         sampler: SamplerConfig::greedy(),
         eos_ids: Vec::new(),
         ..GenerateParams::default()
     };
-    let gen = Generation::new(model, m.tokenizer.as_ref(), prompt, params).unwrap();
-    gen.run().unwrap().0
-}
-
-/// quill's forward pass over the quantized weights reproduces the `q8act` reference's 32-token
-/// greedy continuation exactly. (The exact float32 pass continues differently after 5 tokens:
-/// the activation quantization is a real, if small, change of the function; llama.cpp's CPU
-/// kernels make the same trade.)
-#[test]
-fn greedy_32_tokens_match_reference() {
-    let Some(m) = load() else { return };
-    let r = &reference()["q8act"];
-    let want = ids(&r["greedy_32"]);
-    let got = greedy(&m.model, &m, ids(&r["prompts"][0]["ids"]));
+    let gen = Generation::new(&m.model, m.tokenizer.as_ref(), prompt, params).unwrap();
+    let got = gen.run().unwrap().0;
+    let agree = ties.first().copied().unwrap_or(want.len());
     let tok = m.tokenizer.as_ref().unwrap();
     assert_eq!(
-        got,
-        want,
+        got[..agree],
+        want[..agree],
         "quill: {:?}\nreference: {:?}",
         tok.decode(&got).unwrap(),
         tok.decode(&want).unwrap()

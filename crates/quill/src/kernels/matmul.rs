@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::activation::{self, Act};
 use super::quant::act::{QActs, QRow};
-use super::quant::{int, QK, QK_K};
+use super::quant::{int, packed, QK, QK_K};
 use super::tile::{self, WKind};
 use super::weights::{Matrix, WeightData};
 use crate::tensor::DType;
@@ -102,7 +102,7 @@ fn run(
     let chunk = if parallel {
         (n_out / (threads * CHUNKS_PER_THREAD))
             .max(16)
-            .next_multiple_of(4)
+            .next_multiple_of(packed::LANES)
     } else {
         n_out
     };
@@ -150,6 +150,8 @@ struct Seg<'a> {
 enum Kind {
     Float(WKind),
     Quant(DType),
+    /// Interleaved groups of 8 rows ([`packed`]); the segment's rows are a multiple of 8.
+    Packed(DType),
 }
 
 /// The segments of a matrix: one for f32/16-bit storage, one per part for quantized storage.
@@ -204,7 +206,11 @@ impl<'a> Segments<'a> {
                 let first = q.parts[..i].iter().map(|p| p.rows).sum();
                 let p = &q.parts[i];
                 Seg {
-                    kind: Kind::Quant(p.dtype),
+                    kind: if p.is_interleaved() {
+                        Kind::Packed(p.dtype)
+                    } else {
+                        Kind::Quant(p.dtype)
+                    },
                     data: p.data(cols),
                     row_bytes: p.row_bytes(cols),
                     rows: p.rows,
@@ -218,7 +224,7 @@ impl<'a> Segments<'a> {
     fn activation_blocks(&self) -> (bool, bool) {
         let (mut b32, mut bk) = (false, false);
         for i in 0..self.len {
-            if let Kind::Quant(d) = self.get(i).kind {
+            if let Kind::Quant(d) | Kind::Packed(d) = self.get(i).kind {
                 if int::act_block(d) == QK_K {
                     bk = true;
                 } else {
@@ -297,6 +303,7 @@ impl Ctx<'_> {
             Kind::Quant(DType::Q8_0 | DType::Q6K) => 1,
             Kind::Quant(_) if self.rows == 1 => 2,
             Kind::Quant(_) => 1,
+            Kind::Packed(d) => return self.packed(d, seg, a, b),
         };
         // Four rows or fewer (decode, small batches): one pass over the chunk's weights per
         // row tile anyway, so hand the whole chunk to the kernels at once.
@@ -327,11 +334,30 @@ impl Ctx<'_> {
                             by_shape!(rr, c, float_tile(self, k, seg, r, o), [1, 2, 3, 4])
                         }
                         Kind::Quant(d) => by_shape!(rr, c, int_tile(self, d, seg, r, o), [1, 2]),
+                        Kind::Packed(_) => {}
                     }
                     r += rr;
                 }
                 o += c;
             }
+            self.activate(seg, r0, r1, a, b);
+            r0 = r1;
+        }
+    }
+
+    /// Outputs `a..b` (whole groups of 8) of an interleaved segment, for every input row: per
+    /// block of input rows, one pass over the chunk's groups.
+    fn packed(&self, dtype: DType, seg: &Seg<'_>, a: usize, b: usize) {
+        let acts = self.acts(dtype);
+        let rb = seg.row_bytes;
+        let w = &seg.data[a * rb..b * rb];
+        let mut r0 = 0;
+        while r0 < self.rows {
+            let r1 = (r0 + ROW_BLOCK).min(self.rows);
+            let xs: [QRow<'_>; ROW_BLOCK] = std::array::from_fn(|i| acts.row((r0 + i).min(r1 - 1)));
+            packed::span(dtype, &xs[..r1 - r0], w, self.n_in, |r, o, v| {
+                self.store::<1, { packed::LANES }>(seg, r0 + r, a + o, [v])
+            });
             self.activate(seg, r0, r1, a, b);
             r0 = r1;
         }

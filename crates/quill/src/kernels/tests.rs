@@ -419,7 +419,6 @@ fn random_blocks(dtype: crate::tensor::DType, n_blocks: usize, seed: u64) -> Vec
 /// (decode) is bit-identical to the same row inside a batch.
 #[test]
 fn quantized_matmul_is_dequantized_weights_times_quantized_activations() {
-    use crate::kernels::quant::act::QActs;
     use crate::kernels::quant::{QuantMatrix, QuantPart};
     use crate::tensor::{Bytes, DType};
     let cases: &[(&[DType], usize)] = &[
@@ -445,67 +444,147 @@ fn quantized_matmul_is_dequantized_weights_times_quantized_activations() {
             )));
             parts.push(QuantPart::new(dt, rows, cols, &b, 0).expect("whole blocks"));
         }
-        let q = Matrix::quantized(QuantMatrix::new(cols, parts));
-        let f = q.to_f32();
-        let n_rows = 7;
-        let x = values(n_rows * cols, 50 + ci as u64);
-        let bias = values(q.rows, 51);
-        let mut got = vec![0.0; n_rows * q.rows];
-        matmul(&x, &q, Some(&bias), &mut got);
-        // Each part sees the activations quantized in its own block size.
-        let mut acts = std::collections::HashMap::new();
-        for &dt in dtypes {
-            let block = crate::kernels::quant::int::act_block(dt);
-            acts.entry(block).or_insert_with(|| {
-                let mut a = QActs::default();
-                a.quantize(&x, cols, block);
-                (0..n_rows).map(|r| a.dequantized(r)).collect::<Vec<_>>()
-            });
+        let plain = QuantMatrix::new(cols, parts);
+        for interleave in [false, true] {
+            let q = if interleave {
+                Matrix::quantized(plain.interleaved())
+            } else {
+                Matrix::quantized(plain.clone())
+            };
+            check_quantized_matmul(ci, dtypes, cols, &part_rows, &q);
         }
-        let mut want = vec![0.0f64; n_rows * q.rows];
-        let mut mag = vec![0.0f64; n_rows * q.rows];
-        let mut o = 0;
-        for (k, &dt) in dtypes.iter().enumerate() {
-            let xq = &acts[&crate::kernels::quant::int::act_block(dt)];
-            for _ in 0..part_rows[k] {
-                for r in 0..n_rows {
-                    let wr = f.row(o);
-                    want[r * q.rows + o] = bias[o] as f64
-                        + (0..cols)
-                            .map(|i| wr[i] as f64 * xq[r][i] as f64)
-                            .sum::<f64>();
-                    mag[r * q.rows + o] = (0..cols)
-                        .map(|i| (wr[i] as f64 * xq[r][i] as f64).abs())
+    }
+}
+
+fn check_quantized_matmul(
+    ci: usize,
+    dtypes: &[crate::tensor::DType],
+    cols: usize,
+    part_rows: &[usize],
+    q: &Matrix,
+) {
+    use crate::kernels::quant::act::QActs;
+    let f = q.to_f32();
+    let n_rows = 7;
+    let x = values(n_rows * cols, 50 + ci as u64);
+    let bias = values(q.rows, 51);
+    let mut got = vec![0.0; n_rows * q.rows];
+    matmul(&x, q, Some(&bias), &mut got);
+    // Each part sees the activations quantized in its own block size.
+    let mut acts = std::collections::HashMap::new();
+    for &dt in dtypes {
+        let block = crate::kernels::quant::int::act_block(dt);
+        acts.entry(block).or_insert_with(|| {
+            let mut a = QActs::default();
+            a.quantize(&x, cols, block);
+            (0..n_rows).map(|r| a.dequantized(r)).collect::<Vec<_>>()
+        });
+    }
+    let mut want = vec![0.0f64; n_rows * q.rows];
+    let mut mag = vec![0.0f64; n_rows * q.rows];
+    let mut o = 0;
+    for (k, &dt) in dtypes.iter().enumerate() {
+        let xq = &acts[&crate::kernels::quant::int::act_block(dt)];
+        for _ in 0..part_rows[k] {
+            for r in 0..n_rows {
+                let wr = f.row(o);
+                want[r * q.rows + o] = bias[o] as f64
+                    + (0..cols)
+                        .map(|i| wr[i] as f64 * xq[r][i] as f64)
                         .sum::<f64>();
+                mag[r * q.rows + o] = (0..cols)
+                    .map(|i| (wr[i] as f64 * xq[r][i] as f64).abs())
+                    .sum::<f64>();
+            }
+            o += 1;
+        }
+    }
+    for i in 0..got.len() {
+        let err = (got[i] as f64 - want[i]).abs();
+        assert!(
+            err <= 1e-5 * (1.0 + mag[i]),
+            "{dtypes:?} output {i}: {} vs {} (err {err})",
+            got[i],
+            want[i]
+        );
+    }
+    // Decode (one row) gives the same bits as that row inside the batch.
+    for r in [0, 3, 6] {
+        let mut one = vec![0.0; q.rows];
+        matmul(&x[r * cols..(r + 1) * cols], q, Some(&bias), &mut one);
+        assert_eq!(one, got[r * q.rows..(r + 1) * q.rows], "{dtypes:?} row {r}");
+    }
+    // And the quantization error against the exact f32 product stays small.
+    let mut exact = vec![0.0; n_rows * q.rows];
+    matmul(&x, &f, Some(&bias), &mut exact);
+    let scale = exact.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
+    let worst = got
+        .iter()
+        .zip(&exact)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 0.03 * scale, "{dtypes:?}: {worst} vs scale {scale}");
+}
+
+/// Interleaved weights give exactly the bits of the portable row kernel (`int::dot`) for every
+/// output, at every batch size 1..=9 (every tile height), on an odd block count; also at the
+/// extremes of the integer sums (all nibbles 15 or all bytes −128 against activations ±127,
+/// where a 16-bit partial sum would overflow if the kernel's bound were wrong).
+#[test]
+fn interleaved_kernels_match_the_portable_row_kernel_bit_for_bit() {
+    use crate::kernels::quant::act::QActs;
+    use crate::kernels::quant::{int, QuantMatrix, QuantPart};
+    use crate::tensor::{Bytes, DType};
+    let (rows, cols) = (24, 160);
+    for dt in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+        for extreme in [false, true] {
+            let mut bytes = random_blocks(dt, rows * cols / 32, 70);
+            let mut x = values(9 * cols, 71);
+            if extreme {
+                let (skip, fill) = match dt {
+                    DType::Q8_0 => (2, 0x80),
+                    DType::Q4_0 => (2, 0xFF),
+                    _ => (4, 0xFF),
+                };
+                for blk in bytes.chunks_exact_mut(dt.block_bytes()) {
+                    blk[skip..].fill(fill);
                 }
-                o += 1;
+                for (i, v) in x.iter_mut().enumerate() {
+                    *v = if (i / cols) % 2 == 0 { 1.0 } else { -1.0 };
+                }
+            }
+            let b = Bytes::Owned(std::sync::Arc::new(bytes.clone()));
+            let plain = QuantMatrix::new(
+                cols,
+                vec![QuantPart::new(dt, rows, cols, &b, 0).expect("part")],
+            );
+            let q = plain.interleaved();
+            assert!(q.parts.len() == 1 && q.parts[0].is_interleaved());
+            assert_eq!(
+                Matrix::quantized(q.clone()).to_f32().as_slice(),
+                Matrix::quantized(plain).to_f32().as_slice(),
+                "{dt}: interleaving keeps every value"
+            );
+            let m = Matrix::quantized(q);
+            let rb = bytes.len() / rows;
+            for n in 1..=9 {
+                let xs = &x[..n * cols];
+                let mut got = vec![0.0; n * rows];
+                matmul(xs, &m, None, &mut got);
+                let mut a = QActs::default();
+                a.quantize(xs, cols, 32);
+                for r in 0..n {
+                    for o in 0..rows {
+                        let want = int::dot(dt, &bytes[o * rb..(o + 1) * rb], &a.row(r));
+                        assert_eq!(
+                            got[r * rows + o].to_bits(),
+                            want.to_bits(),
+                            "{dt} extreme {extreme}: batch {n}, row {r}, output {o}"
+                        );
+                    }
+                }
             }
         }
-        for i in 0..got.len() {
-            let err = (got[i] as f64 - want[i]).abs();
-            assert!(
-                err <= 1e-5 * (1.0 + mag[i]),
-                "{dtypes:?} output {i}: {} vs {} (err {err})",
-                got[i],
-                want[i]
-            );
-        }
-        // Decode (one row) gives the same bits as that row inside the batch.
-        for r in [0, 3, 6] {
-            let mut one = vec![0.0; q.rows];
-            matmul(&x[r * cols..(r + 1) * cols], &q, Some(&bias), &mut one);
-            assert_eq!(one, got[r * q.rows..(r + 1) * q.rows], "{dtypes:?} row {r}");
-        }
-        // And the quantization error against the exact f32 product stays small.
-        let mut exact = vec![0.0; n_rows * q.rows];
-        matmul(&x, &f, Some(&bias), &mut exact);
-        let scale = exact.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
-        let worst = got
-            .iter()
-            .zip(&exact)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(worst < 0.03 * scale, "{dtypes:?}: {worst} vs scale {scale}");
     }
 }
 
@@ -521,12 +600,14 @@ fn batch_composition_does_not_change_any_output() {
         rows * cols / 32,
         60,
     )));
-    let q = Matrix::quantized(QuantMatrix::new(
+    let q = QuantMatrix::new(
         cols,
         vec![QuantPart::new(DType::Q4_0, rows, cols, &b, 0).expect("whole blocks")],
-    ));
+    );
+    let packed = Matrix::quantized(q.interleaved());
+    let q = Matrix::quantized(q);
     let f = Matrix::from_vec(rows, cols, values(rows * cols, 61));
-    for m in [&q, &f] {
+    for m in [&q, &packed, &f] {
         let x = values(9 * cols, 62);
         let mut all = vec![0.0; 9 * rows];
         matmul(&x, m, None, &mut all);

@@ -105,6 +105,15 @@ impl Matrix {
         }
     }
 
+    /// The same matrix with its Q8_0 / Q4_0 / Q4_1 rows interleaved for the integer kernels
+    /// (a repacked copy; see [`super::quant::packed`]); other storage comes back as it is.
+    pub fn interleaved(self) -> Matrix {
+        match &self.data {
+            WeightData::Quant(q) => Matrix::quantized(q.interleaved()),
+            _ => self,
+        }
+    }
+
     pub fn is_quantized(&self) -> bool {
         matches!(self.data, WeightData::Quant(_))
     }

@@ -142,9 +142,9 @@ fn finish(parsed: Parsed, path: String, opts: &LoadOptions) -> Result<LoadedMode
         dtype::convert_weights(&mut weights, d, Path::new(&path))?;
     }
     let run_dtype = dtype::storage_summary(&weights);
-    let memory_mapped = weights.any_mapped();
     let parameters = weights.param_count();
     let model = Model::new(config, weights)?;
+    let memory_mapped = model.weights().any_mapped();
     let tokenizer = match &opts.tokenizer {
         Some(p) => Some((tokenizer_from_file(p)?, format!("{} (given)", p.display()))),
         None => tokenizer,

@@ -68,6 +68,23 @@ impl Weights {
         n
     }
 
+    /// Interleaves every Q8_0 / Q4_0 / Q4_1 matrix for the integer kernels
+    /// ([`crate::kernels::quant::packed`]): one repacked copy, the file pages released.
+    pub fn interleave(&mut self) {
+        let take = |m: &mut Matrix| {
+            *m = std::mem::replace(m, Matrix::from_vec(0, 0, Vec::new())).interleaved()
+        };
+        take(&mut self.tok_emb);
+        if let Some(h) = &mut self.head {
+            take(&mut h.w);
+        }
+        for b in &mut self.blocks {
+            for l in [&mut b.qkv, &mut b.attn_out, &mut b.up, &mut b.down] {
+                take(&mut l.w);
+            }
+        }
+    }
+
     /// Whether any matrix is borrowed straight from a memory-mapped file.
     pub fn any_mapped(&self) -> bool {
         std::iter::once(&self.tok_emb)

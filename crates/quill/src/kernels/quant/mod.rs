@@ -31,6 +31,9 @@ pub(crate) mod int;
 #[cfg(target_arch = "x86_64")]
 mod int_avx2;
 mod kquants;
+pub mod packed;
+#[cfg(target_arch = "x86_64")]
+mod packed_avx2;
 pub mod quantize;
 
 pub use quantize::{quantize_row_q4_0, quantize_row_q4_1, quantize_row_q8_0};
@@ -42,13 +45,15 @@ pub const QK_K: usize = 256;
 /// Values per Q8_0 / Q4_0 / Q4_1 block.
 pub const QK: usize = 32;
 
-/// A row range of a quantized matrix stored in one file region.
+/// A row range of a quantized matrix stored in one region: row-major blocks as in the file, or
+/// interleaved eight rows at a time ([`packed`]).
 #[derive(Debug, Clone)]
 pub struct QuantPart {
     pub dtype: DType,
     pub rows: usize,
     bytes: Bytes,
     offset: usize,
+    interleaved: bool,
 }
 
 impl QuantPart {
@@ -75,7 +80,43 @@ impl QuantPart {
             rows,
             bytes: bytes.clone(),
             offset,
+            interleaved: false,
         })
+    }
+
+    /// Whether the rows are stored interleaved ([`packed`]) rather than row-major.
+    pub fn is_interleaved(&self) -> bool {
+        self.interleaved
+    }
+
+    /// This part as interleaved parts: the first `rows / 8 · 8` rows repacked (a copy) and the
+    /// rest, if any, left row-major in place. Other block types, parts of fewer than 8 rows and
+    /// parts already interleaved come back unchanged. The repacked rows' file pages are handed
+    /// back to the OS, so the copy does not double the resident memory.
+    fn interleave(&self, cols: usize) -> Vec<QuantPart> {
+        let head = self.rows / packed::LANES * packed::LANES;
+        if self.interleaved || !packed::packable(self.dtype) || head == 0 {
+            return vec![self.clone()];
+        }
+        let rb = self.row_bytes(cols);
+        let src = &self.bytes.as_slice()[self.offset..][..head * rb];
+        let bytes = Bytes::Owned(std::sync::Arc::new(packed::pack(self.dtype, src, head, rb)));
+        self.bytes.release(self.offset, head * rb);
+        let mut out = vec![QuantPart {
+            dtype: self.dtype,
+            rows: head,
+            bytes,
+            offset: 0,
+            interleaved: true,
+        }];
+        if head < self.rows {
+            out.push(QuantPart {
+                rows: self.rows - head,
+                offset: self.offset + head * rb,
+                ..self.clone()
+            });
+        }
+        out
     }
 
     /// Bytes of one row of `cols` values.
@@ -88,9 +129,25 @@ impl QuantPart {
         &self.bytes.as_slice()[self.offset..][..self.rows * self.row_bytes(cols)]
     }
 
-    fn row(&self, r: usize, cols: usize) -> &[u8] {
+    /// Row `r` dequantized into `out` [cols].
+    fn row_into(&self, r: usize, cols: usize, out: &mut [f32]) {
         let rb = self.row_bytes(cols);
-        &self.bytes.as_slice()[self.offset + r * rb..][..rb]
+        if !self.interleaved {
+            let row = &self.bytes.as_slice()[self.offset + r * rb..][..rb];
+            return dequantize_row_dispatch(self.dtype, row, out);
+        }
+        // One block at a time from the row's group, through a block-sized buffer.
+        let (bb, be) = (self.dtype.block_bytes(), self.dtype.block_elems());
+        let g = r / packed::LANES;
+        let group = &self.data(cols)[g * packed::LANES * rb..][..packed::LANES * rb];
+        let mut blk = [0u8; 64];
+        for (gb, o) in group
+            .chunks_exact(packed::LANES * bb)
+            .zip(out.chunks_exact_mut(be))
+        {
+            packed::get_block(self.dtype, gb, r % packed::LANES, &mut blk[..bb]);
+            dequantize_row_dispatch(self.dtype, &blk[..bb], o);
+        }
     }
 
     pub fn is_mapped(&self) -> bool {
@@ -142,6 +199,17 @@ impl QuantMatrix {
         self.parts.iter().all(QuantPart::is_mapped)
     }
 
+    /// The same matrix with every Q8_0 / Q4_0 / Q4_1 part interleaved for the kernels
+    /// ([`packed`]; a row count that is not a multiple of 8 leaves its last rows row-major).
+    pub fn interleaved(&self) -> QuantMatrix {
+        let parts = self
+            .parts
+            .iter()
+            .flat_map(|p| p.interleave(self.cols))
+            .collect();
+        QuantMatrix::new(self.cols, parts)
+    }
+
     /// The part holding row `r` and the row's index inside it.
     fn locate(&self, mut r: usize) -> Option<(&QuantPart, usize)> {
         for p in &self.parts {
@@ -156,7 +224,7 @@ impl QuantMatrix {
     /// Writes row `r` dequantized into `out` [cols]. Rows past the end give zeros.
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
         match self.locate(r) {
-            Some((p, i)) => dequantize_row_dispatch(p.dtype, p.row(i, self.cols), out),
+            Some((p, i)) => p.row_into(i, self.cols, out),
             None => out.fill(0.0),
         }
     }
