@@ -7,7 +7,8 @@
 
 /// Quantized activation rows. q: [rows, cols]; d: [rows, cols / block];
 /// sum16: [rows, cols / 16] (Σq over each 16 values); s: [rows, cols / 32] (`d·Σq` over each
-/// 32 values, for the `min` terms of Q4_1; only for 32-value blocks).
+/// 32 values, for the `min` terms of Q4_1; only for 32-value blocks); q4: [rows, cols / 32] (the
+/// Q4_0 offset terms for the interleaved kernel, see [`QRow::q4`]; only for 32-value blocks).
 #[derive(Debug, Default)]
 pub struct QActs {
     block: usize,
@@ -16,6 +17,7 @@ pub struct QActs {
     d: Vec<f32>,
     sum16: Vec<i16>,
     s: Vec<f32>,
+    q4: Vec<[i16; 2]>,
 }
 
 /// One quantized activation row (see [`QActs`]).
@@ -25,6 +27,10 @@ pub struct QRow<'a> {
     pub d: &'a [f32],
     pub sum16: &'a [i16],
     pub s: &'a [f32],
+    /// Per 32-value block, `−8 · Σ q_j` over the values with `j mod 4` in {0, 1} and in {2, 3}:
+    /// Q4_0's `(n − 8)·q` offset, split the way the interleaved kernel's 16-bit lanes pair the
+    /// values (each at most 16,256 in magnitude, so it fits the lanes it starts them at).
+    pub q4: &'a [[i16; 2]],
 }
 
 impl QActs {
@@ -39,6 +45,7 @@ impl QActs {
         self.d.resize(n / block, 0.0);
         self.sum16.resize(n / 16, 0);
         self.s.resize(if block == 32 { n / 32 } else { 0 }, 0.0);
+        self.q4.resize(if block == 32 { n / 32 } else { 0 }, [0; 2]);
         quantize_blocks(x, &mut self.q, &mut self.d, block);
         for (s, q) in self.sum16.iter_mut().zip(self.q.chunks_exact(16)) {
             *s = q.iter().map(|&v| v as i16).sum();
@@ -47,6 +54,13 @@ impl QActs {
             for (i, s) in self.s.iter_mut().enumerate() {
                 let qs = (self.sum16[2 * i] + self.sum16[2 * i + 1]) as f32;
                 *s = self.d[i] * qs;
+            }
+            for (o, q) in self.q4.iter_mut().zip(self.q.chunks_exact(32)) {
+                let mut pair = [0i16; 2];
+                for (j, &v) in q.iter().enumerate() {
+                    pair[j % 4 / 2] -= 8 * v as i16;
+                }
+                *o = pair;
             }
         }
     }
@@ -61,6 +75,11 @@ impl QActs {
             sum16: &self.sum16[r * c / 16..(r + 1) * c / 16],
             s: if self.block == 32 {
                 &self.s[r * c / 32..(r + 1) * c / 32]
+            } else {
+                &[]
+            },
+            q4: if self.block == 32 {
+                &self.q4[r * c / 32..(r + 1) * c / 32]
             } else {
                 &[]
             },

@@ -115,7 +115,10 @@ pub(crate) fn span(
         && packable(dtype)
         && cols % super::QK == 0
         && w.len() == groups * gbytes
-        && x.iter().all(|r| r.q.len() == cols && r.d.len() == blocks)
+        && x.len() <= super::packed_avx2::MAX_ROWS
+        && x.iter().all(|r| {
+            r.q.len() == cols && r.d.len() == blocks && r.s.len() == blocks && r.q4.len() == blocks
+        })
     {
         use super::packed_avx2 as k;
         let p = w.as_ptr();

@@ -29,88 +29,120 @@ unsafe fn bcast4(p: *const i8) -> __m256i {
     _mm256_set1_epi32(p.cast::<i32>().read_unaligned())
 }
 
-/// `R` activation rows against one interleaved group of `blocks` group-blocks at `g`.
+/// Most activation rows per call of [`group`].
+pub(super) const MAX_ROWS: usize = 16;
+
+/// The activation rows `x` (at most [`MAX_ROWS`]) against one interleaved group of `blocks`
+/// group-blocks at `g`: `acc[r]` = the 8 outputs of row `r`. Per block the weights are unpacked
+/// once into registers, then every row passes over them (its running sums in `acc`, in L1).
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be present; `g` must cover `blocks` group-blocks of kernel `T`'s
 /// layout, and each `x[r]` `blocks · 32` values (with their scales and sums).
+/// `R` > 0 fixes the row count at compile time (decode: one row, everything in registers); 0
+/// takes it from `x`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile<const T: u8, const R: usize>(
-    x: &[QRow<'_>; R],
+unsafe fn group<const T: u8, const R: usize>(
+    x: &[QRow<'_>],
     g: *const u8,
     blocks: usize,
-) -> [[f32; LANES]; R] {
+    acc: &mut [__m256; MAX_ROWS],
+) {
     let (gb, head) = layout(T);
     let ones = _mm256_set1_epi16(1);
     let m4 = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); R];
+    let rows = if R > 0 { R } else { x.len() }.min(MAX_ROWS);
+    for a in acc[..rows].iter_mut() {
+        *a = _mm256_setzero_ps();
+    }
     for b in 0..blocks {
         let p = g.add(b * gb);
         let qs = p.add(head);
-        let mut isum = [_mm256_setzero_si256(); R];
-        if T == 0 {
-            // Signed bytes: the weights lend their sign to the activations (maddubs multiplies
-            // unsigned by signed); one product per 16-bit pair can reach 2·128·127, so each is
-            // widened to i32 before adding.
+        // Q8_0: the bytes (0..8) and their magnitudes (8..16); Q4: low and high nibbles.
+        let mut wv = [_mm256_setzero_si256(); 16];
+        if T == 0 && R == 1 {
+            // One row: multiply each load right away (no unpacked copy of the block to keep).
+            let xr = x.get_unchecked(0);
+            let xq = xr.q.as_ptr().add(32 * b);
+            let mut s = _mm256_setzero_si256();
             for u in 0..8 {
                 let v = _mm256_loadu_si256(qs.add(32 * u).cast());
-                let av = _mm256_sign_epi8(v, v);
-                for r in 0..R {
-                    let xb = bcast4(x[r].q.as_ptr().add(32 * b + 4 * u));
-                    let prod = _mm256_maddubs_epi16(av, _mm256_sign_epi8(xb, v));
-                    isum[r] = _mm256_add_epi32(isum[r], _mm256_madd_epi16(prod, ones));
-                }
+                let xs = _mm256_sign_epi8(bcast4(xq.add(4 * u)), v);
+                let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), xs);
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(prod, ones));
+            }
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+            let dx = _mm256_set1_ps(*xr.d.get_unchecked(b));
+            let t = _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s));
+            acc[0] = _mm256_add_ps(acc[0], t);
+            continue;
+        }
+        if T == 0 {
+            for u in 0..8 {
+                let v = _mm256_loadu_si256(qs.add(32 * u).cast());
+                wv[u] = v;
+                wv[8 + u] = _mm256_sign_epi8(v, v);
             }
         } else {
             for u in 0..4 {
                 let v = _mm256_loadu_si256(qs.add(32 * u).cast());
-                let lo = _mm256_and_si256(v, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-                for r in 0..R {
-                    let xq = x[r].q.as_ptr().add(32 * b + 4 * u);
-                    let pl = _mm256_maddubs_epi16(lo, bcast4(xq));
-                    let ph = _mm256_maddubs_epi16(hi, bcast4(xq.add(16)));
-                    isum[r] = _mm256_add_epi16(isum[r], _mm256_add_epi16(pl, ph));
-                }
-            }
-            for s in isum.iter_mut() {
-                *s = _mm256_madd_epi16(*s, ones);
+                wv[2 * u] = _mm256_and_si256(v, m4);
+                wv[2 * u + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
             }
         }
         let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
-        for r in 0..R {
-            let mut i = isum[r];
-            if T == 1 {
-                // Q4_0 nibbles are stored as 0..16 for q − 8: subtract 8·Σx exactly.
-                let sx = *x[r].sum16.get_unchecked(2 * b) as i32
-                    + *x[r].sum16.get_unchecked(2 * b + 1) as i32;
-                i = _mm256_sub_epi32(i, _mm256_set1_epi32(8 * sx));
-            }
-            let dx = _mm256_set1_ps(*x[r].d.get_unchecked(b));
+        let mw = if T == 2 {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.add(16).cast()))
+        } else {
+            _mm256_setzero_ps()
+        };
+        for r in 0..rows {
+            let xr = x.get_unchecked(r);
+            let xq = xr.q.as_ptr().add(32 * b);
+            let i = if T == 0 {
+                // Signed bytes: the weights lend their sign to the activations (maddubs
+                // multiplies unsigned by signed); a 16-bit pair can reach 2·128·127, so each
+                // product is widened to i32 before adding.
+                let mut s = _mm256_setzero_si256();
+                for u in 0..8 {
+                    let xs = _mm256_sign_epi8(bcast4(xq.add(4 * u)), wv[u]);
+                    let prod = _mm256_maddubs_epi16(wv[8 + u], xs);
+                    s = _mm256_add_epi32(s, _mm256_madd_epi16(prod, ones));
+                }
+                s
+            } else {
+                // Q4_0 starts the 16-bit lanes at its −8·Σx offset (the stored nibbles are
+                // q + 8); every lane's final value fits i16, so wrapping adds on the way are
+                // harmless.
+                let mut s = if T == 1 {
+                    bcast4(xr.q4.as_ptr().add(b).cast())
+                } else {
+                    _mm256_setzero_si256()
+                };
+                for u in 0..4 {
+                    let pl = _mm256_maddubs_epi16(wv[2 * u], bcast4(xq.add(4 * u)));
+                    let ph = _mm256_maddubs_epi16(wv[2 * u + 1], bcast4(xq.add(16 + 4 * u)));
+                    s = _mm256_add_epi16(s, _mm256_add_epi16(pl, ph));
+                }
+                _mm256_madd_epi16(s, ones)
+            };
+            let dx = _mm256_set1_ps(*xr.d.get_unchecked(b));
             let mut t = _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(i));
             if T == 2 {
-                let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16).cast()));
-                t = _mm256_add_ps(
-                    t,
-                    _mm256_mul_ps(mw, _mm256_set1_ps(*x[r].s.get_unchecked(b))),
-                );
+                t = _mm256_add_ps(t, _mm256_mul_ps(mw, _mm256_set1_ps(*xr.s.get_unchecked(b))));
             }
-            acc[r] = _mm256_add_ps(acc[r], t);
+            let a = acc.get_unchecked_mut(r);
+            *a = _mm256_add_ps(*a, t);
         }
     }
-    let mut out = [[0.0f32; LANES]; R];
-    for r in 0..R {
-        _mm256_storeu_ps(out[r].as_mut_ptr(), acc[r]);
-    }
-    out
 }
 
-/// `groups` interleaved groups from `w` against every row of `x`, four rows at a time while a
-/// group's weights are in L1; `emit(r, first_weight_row, lanes)`.
+/// `groups` interleaved groups from `w` against every row of `x` (at most [`MAX_ROWS`]);
+/// `emit(r, first_weight_row, lanes)`.
 ///
 /// # Safety
-/// As [`tile`], for every group `0..groups` at `w + group · blocks · gb`.
+/// As [`group`], for every group `0..groups` at `w + group · blocks · gb`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn span<const T: u8, F>(
     x: &[QRow<'_>],
@@ -122,28 +154,19 @@ pub(super) unsafe fn span<const T: u8, F>(
     F: FnMut(usize, usize, [f32; LANES]),
 {
     let gbytes = blocks * layout(T).0;
+    let x = &x[..x.len().min(MAX_ROWS)];
+    let mut acc = [_mm256_setzero_ps(); MAX_ROWS];
     for g in 0..groups {
         let p = w.add(g * gbytes);
-        let mut r = 0;
-        while r < x.len() {
-            let n = (x.len() - r).min(4);
-            let rows = &x[r..r + n];
-            macro_rules! run {
-                ($n:literal) => {
-                    if let Ok(xs) = <&[QRow<'_>; $n]>::try_from(rows) {
-                        for (i, v) in tile::<T, $n>(xs, p, blocks).into_iter().enumerate() {
-                            emit(r + i, g * LANES, v);
-                        }
-                    }
-                };
-            }
-            match n {
-                4 => run!(4),
-                3 => run!(3),
-                2 => run!(2),
-                _ => run!(1),
-            }
-            r += n;
+        if x.len() == 1 {
+            group::<T, 1>(x, p, blocks, &mut acc);
+        } else {
+            group::<T, 0>(x, p, blocks, &mut acc);
+        }
+        for (r, a) in acc[..x.len()].iter().enumerate() {
+            let mut out = [0.0f32; LANES];
+            _mm256_storeu_ps(out.as_mut_ptr(), *a);
+            emit(r, g * LANES, out);
         }
     }
 }
