@@ -34,10 +34,25 @@ pub(super) fn has_avx2_f16c() -> bool {
     *OK.get_or_init(|| level() == Level::Avx2Fma && std::arch::is_x86_feature_detected!("f16c"))
 }
 
+/// Whether the CPU also has AVX-512 VNNI (with VL: its byte dot products on 256-bit vectors),
+/// used by the interleaved integer kernels.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn has_vnni() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| {
+        has_avx2_f16c()
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    })
+}
+
 /// The instruction set the kernels use on this machine.
 pub fn describe() -> &'static str {
     match level() {
         Level::Portable => "portable",
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma if has_vnni() => "avx2+fma (+avx512-vnni for integer products)",
         #[cfg(target_arch = "x86_64")]
         Level::Avx2Fma => "avx2+fma",
     }

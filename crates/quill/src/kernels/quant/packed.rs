@@ -120,19 +120,38 @@ pub(crate) fn span(
             r.q.len() == cols && r.d.len() == blocks && r.s.len() == blocks && r.q4.len() == blocks
         })
     {
-        use super::packed_avx2 as k;
-        let p = w.as_ptr();
-        // SAFETY: AVX2/FMA/F16C are present; every group and activation row has the length the
-        // kernels read (checked just above).
-        unsafe {
-            match dtype {
-                DType::Q8_0 => return k::span::<0, _>(x, p, blocks, groups, &mut emit),
-                DType::Q4_0 => return k::span::<1, _>(x, p, blocks, groups, &mut emit),
-                _ => return k::span::<2, _>(x, p, blocks, groups, &mut emit),
-            }
-        }
+        let vnni = crate::kernels::simd::has_vnni();
+        // SAFETY: AVX2/FMA/F16C (and for `span_vnni` AVX-512 VNNI) are present; every group
+        // and activation row has the length the kernels read (checked just above).
+        unsafe { span_x86(dtype, vnni, x, w.as_ptr(), blocks, groups, &mut emit) };
+        return;
     }
     span_portable(dtype, x, w, cols, emit)
+}
+
+/// The x86 kernels for `dtype` (`vnni`: the AVX-512 VNNI variant; the same bits).
+///
+/// # Safety
+/// As `packed_avx2::span` (and `span_vnni` when `vnni`).
+#[cfg(target_arch = "x86_64")]
+unsafe fn span_x86(
+    dtype: DType,
+    vnni: bool,
+    x: &[QRow<'_>],
+    w: *const u8,
+    blocks: usize,
+    groups: usize,
+    emit: &mut impl FnMut(usize, usize, [f32; LANES]),
+) {
+    use super::packed_avx2 as k;
+    match (dtype, vnni) {
+        (DType::Q8_0, false) => k::span::<0, _>(x, w, blocks, groups, emit),
+        (DType::Q4_0, false) => k::span::<1, _>(x, w, blocks, groups, emit),
+        (_, false) => k::span::<2, _>(x, w, blocks, groups, emit),
+        (DType::Q8_0, true) => k::span_vnni::<0, _>(x, w, blocks, groups, emit),
+        (DType::Q4_0, true) => k::span_vnni::<1, _>(x, w, blocks, groups, emit),
+        (_, true) => k::span_vnni::<2, _>(x, w, blocks, groups, emit),
+    }
 }
 
 /// [`span`] on any CPU: the group's rows unpacked, then the row kernel (the same arithmetic).
@@ -173,10 +192,18 @@ mod tests {
     #[test]
     fn portable_span_matches_the_dispatched_one() {
         let (rows, cols) = (16, 96);
-        for dtype in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+        let cases = [DType::Q8_0, DType::Q4_0, DType::Q4_1].into_iter();
+        for (dtype, extreme) in cases.flat_map(|d| [(d, false), (d, true)]) {
             let bb = dtype.block_bytes();
             let rb = cols / 32 * bb;
-            let mut src: Vec<u8> = (0..rows * rb).map(|i| (i * 73 % 251) as u8).collect();
+            // Extreme: every quant byte at its largest magnitude (nibbles 15, bytes −128)
+            // against activations ±127, the bound of the 16-bit partial sums.
+            let fill = |i: usize| match (extreme, dtype) {
+                (false, _) => (i * 73 % 251) as u8,
+                (true, DType::Q8_0) => 0x80,
+                (true, _) => 0xFF,
+            };
+            let mut src: Vec<u8> = (0..rows * rb).map(fill).collect();
             for blk in src.chunks_exact_mut(bb) {
                 blk[0..2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
                 if dtype == DType::Q4_1 {
@@ -202,6 +229,28 @@ mod tests {
             span_portable(dtype, &xs, &w, cols, |r, o, v| {
                 port.push((r, o, v.map(f32::to_bits)))
             });
+            #[cfg(target_arch = "x86_64")]
+            if crate::kernels::simd::has_vnni() {
+                // And the AVX2 kernel gives the VNNI kernel's bits.
+                let mut plain = Vec::new();
+                let blocks = cols / 32;
+                // SAFETY: AVX2 is present (VNNI implies it); lengths as `span` checks them.
+                unsafe {
+                    span_x86(
+                        dtype,
+                        false,
+                        &xs,
+                        w.as_ptr(),
+                        blocks,
+                        rows / 8,
+                        &mut |r, o, v| plain.push((r, o, v.map(f32::to_bits))),
+                    )
+                };
+                plain.sort_unstable();
+                let mut f = fast.clone();
+                f.sort_unstable();
+                assert_eq!(plain, f, "{dtype}: AVX2 vs VNNI");
+            }
             fast.sort_unstable();
             port.sort_unstable();
             assert_eq!(fast.len(), 5 * rows / 8);

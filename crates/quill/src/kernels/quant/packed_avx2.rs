@@ -1,4 +1,4 @@
-//! AVX2 kernels over interleaved groups ([`super::packed`]): `R` activation rows against the 8
+//! AVX2 (and AVX-512 VNNI) kernels over interleaved groups ([`super::packed`]): `R` activation rows against the 8
 //! weight rows of a group, one output per vector lane.
 //!
 //! Per block and activation row: the block's quant bytes of all 8 weight rows come as 32-byte
@@ -23,8 +23,7 @@ const fn layout(t: u8) -> (usize, usize) {
 }
 
 /// Four bytes at `p` as the same i32 in every lane.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 unsafe fn bcast4(p: *const i8) -> __m256i {
     _mm256_set1_epi32(p.cast::<i32>().read_unaligned())
 }
@@ -36,14 +35,19 @@ pub(super) const MAX_ROWS: usize = 16;
 /// group-blocks at `g`: `acc[r]` = the 8 outputs of row `r`. Per block the weights are unpacked
 /// once into registers, then every row passes over them (its running sums in `acc`, in L1).
 ///
+/// `V`: the integer products by AVX-512 VNNI's `vpdpbusd` (4 byte products summed straight into
+/// i32 lanes: one instruction where AVX2 needs `maddubs`, an add and a `madd`). The sums are
+/// exact integers either way, so `V` changes no bit. `R` > 0 fixes the row count at compile
+/// time (decode: one row); 0 takes it from `x`.
+///
+/// Always inlined into [`span`] / [`span_vnni`], which carry the target features.
+///
 /// # Safety
-/// AVX2, FMA and F16C must be present; `g` must cover `blocks` group-blocks of kernel `T`'s
-/// layout, and each `x[r]` `blocks · 32` values (with their scales and sums).
-/// `R` > 0 fixes the row count at compile time (decode: one row, everything in registers); 0
-/// takes it from `x`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn group<const T: u8, const R: usize>(
+/// AVX2, FMA and F16C (and for `V` AVX-512 VL + VNNI) must be present; `g` must cover `blocks`
+/// group-blocks of kernel `T`'s layout, and each `x[r]` `blocks · 32` values (with their scales
+/// and sums).
+#[inline(always)]
+unsafe fn group<const T: u8, const R: usize, const V: bool>(
     x: &[QRow<'_>],
     g: *const u8,
     blocks: usize,
@@ -59,25 +63,23 @@ unsafe fn group<const T: u8, const R: usize>(
     for b in 0..blocks {
         let p = g.add(b * gb);
         let qs = p.add(head);
-        // Q8_0: the bytes (0..8) and their magnitudes (8..16); Q4: low and high nibbles.
-        let mut wv = [_mm256_setzero_si256(); 16];
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
         if T == 0 && R == 1 {
             // One row: multiply each load right away (no unpacked copy of the block to keep).
             let xr = x.get_unchecked(0);
             let xq = xr.q.as_ptr().add(32 * b);
-            let mut s = _mm256_setzero_si256();
+            let mut s = [_mm256_setzero_si256(); 2];
             for u in 0..8 {
                 let v = _mm256_loadu_si256(qs.add(32 * u).cast());
                 let xs = _mm256_sign_epi8(bcast4(xq.add(4 * u)), v);
-                let prod = _mm256_maddubs_epi16(_mm256_sign_epi8(v, v), xs);
-                s = _mm256_add_epi32(s, _mm256_madd_epi16(prod, ones));
+                s[u % 2] = dot4::<V>(s[u % 2], _mm256_sign_epi8(v, v), xs, ones);
             }
-            let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
-            let dx = _mm256_set1_ps(*xr.d.get_unchecked(b));
-            let t = _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(s));
-            acc[0] = _mm256_add_ps(acc[0], t);
+            let s = _mm256_add_epi32(s[0], s[1]);
+            acc[0] = _mm256_add_ps(acc[0], scaled::<T>(dw, p, xr, b, s));
             continue;
         }
+        // Q8_0: the bytes (0..8) and their magnitudes (8..16); Q4: low and high nibbles.
+        let mut wv = [_mm256_setzero_si256(); 16];
         if T == 0 {
             for u in 0..8 {
                 let v = _mm256_loadu_si256(qs.add(32 * u).cast());
@@ -91,30 +93,37 @@ unsafe fn group<const T: u8, const R: usize>(
                 wv[2 * u + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
             }
         }
-        let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
-        let mw = if T == 2 {
-            _mm256_cvtph_ps(_mm_loadu_si128(p.add(16).cast()))
-        } else {
-            _mm256_setzero_ps()
-        };
         for r in 0..rows {
             let xr = x.get_unchecked(r);
             let xq = xr.q.as_ptr().add(32 * b);
             let i = if T == 0 {
-                // Signed bytes: the weights lend their sign to the activations (maddubs
-                // multiplies unsigned by signed); a 16-bit pair can reach 2·128·127, so each
-                // product is widened to i32 before adding.
-                let mut s = _mm256_setzero_si256();
+                // Signed bytes: the weights lend their sign to the activations (the byte
+                // products take unsigned × signed).
+                // Two independent chains, so consecutive products need not wait on each other.
+                let mut s = [_mm256_setzero_si256(); 2];
                 for u in 0..8 {
                     let xs = _mm256_sign_epi8(bcast4(xq.add(4 * u)), wv[u]);
-                    let prod = _mm256_maddubs_epi16(wv[8 + u], xs);
-                    s = _mm256_add_epi32(s, _mm256_madd_epi16(prod, ones));
+                    s[u % 2] = dot4::<V>(s[u % 2], wv[8 + u], xs, ones);
                 }
-                s
+                _mm256_add_epi32(s[0], s[1])
+            } else if V {
+                // Q4_0's stored nibbles are q + 8: start the lanes at the −8·Σx offset. Low and
+                // high nibbles accumulate in two independent chains.
+                let mut lo = if T == 1 {
+                    _mm256_madd_epi16(bcast4(xr.q4.as_ptr().add(b).cast()), ones)
+                } else {
+                    _mm256_setzero_si256()
+                };
+                let mut hi = _mm256_setzero_si256();
+                for u in 0..4 {
+                    lo = _mm256_dpbusd_epi32(lo, wv[2 * u], bcast4(xq.add(4 * u)));
+                    hi = _mm256_dpbusd_epi32(hi, wv[2 * u + 1], bcast4(xq.add(16 + 4 * u)));
+                }
+                _mm256_add_epi32(lo, hi)
             } else {
-                // Q4_0 starts the 16-bit lanes at its −8·Σx offset (the stored nibbles are
-                // q + 8); every lane's final value fits i16, so wrapping adds on the way are
-                // harmless.
+                // 16-bit lanes (8 products of at most 2·15·127 fit); Q4_0 starts them at its
+                // −8·Σx offset, split by lane. Every lane's final value fits i16, so wrapping
+                // adds on the way are harmless.
                 let mut s = if T == 1 {
                     bcast4(xr.q4.as_ptr().add(b).cast())
                 } else {
@@ -127,24 +136,46 @@ unsafe fn group<const T: u8, const R: usize>(
                 }
                 _mm256_madd_epi16(s, ones)
             };
-            let dx = _mm256_set1_ps(*xr.d.get_unchecked(b));
-            let mut t = _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(i));
-            if T == 2 {
-                t = _mm256_add_ps(t, _mm256_mul_ps(mw, _mm256_set1_ps(*xr.s.get_unchecked(b))));
-            }
             let a = acc.get_unchecked_mut(r);
-            *a = _mm256_add_ps(*a, t);
+            *a = _mm256_add_ps(*a, scaled::<T>(dw, p, xr, b, i));
         }
+    }
+}
+
+/// `acc + Σ_4 a·b` per i32 lane (`a` unsigned bytes, `b` signed; no pair can saturate).
+#[inline(always)]
+unsafe fn dot4<const V: bool>(acc: __m256i, a: __m256i, b: __m256i, ones: __m256i) -> __m256i {
+    if V {
+        _mm256_dpbusd_epi32(acc, a, b)
+    } else {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones))
+    }
+}
+
+/// Block `b`'s contribution for every lane: `(d_w·d_x)·i` (Q4_1: `+ m_w·s_x`), as the portable
+/// row kernels compute it.
+#[inline(always)]
+unsafe fn scaled<const T: u8>(
+    dw: __m256,
+    p: *const u8,
+    xr: &QRow<'_>,
+    b: usize,
+    i: __m256i,
+) -> __m256 {
+    let dx = _mm256_set1_ps(*xr.d.get_unchecked(b));
+    let t = _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(i));
+    if T == 2 {
+        let mw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16).cast()));
+        _mm256_add_ps(t, _mm256_mul_ps(mw, _mm256_set1_ps(*xr.s.get_unchecked(b))))
+    } else {
+        t
     }
 }
 
 /// `groups` interleaved groups from `w` against every row of `x` (at most [`MAX_ROWS`]);
 /// `emit(r, first_weight_row, lanes)`.
-///
-/// # Safety
-/// As [`group`], for every group `0..groups` at `w + group · blocks · gb`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn span<const T: u8, F>(
+#[inline(always)]
+unsafe fn span_impl<const T: u8, const V: bool, F>(
     x: &[QRow<'_>],
     w: *const u8,
     blocks: usize,
@@ -159,9 +190,9 @@ pub(super) unsafe fn span<const T: u8, F>(
     for g in 0..groups {
         let p = w.add(g * gbytes);
         if x.len() == 1 {
-            group::<T, 1>(x, p, blocks, &mut acc);
+            group::<T, 1, V>(x, p, blocks, &mut acc);
         } else {
-            group::<T, 0>(x, p, blocks, &mut acc);
+            group::<T, 0, V>(x, p, blocks, &mut acc);
         }
         for (r, a) in acc[..x.len()].iter().enumerate() {
             let mut out = [0.0f32; LANES];
@@ -169,4 +200,38 @@ pub(super) unsafe fn span<const T: u8, F>(
             emit(r, g * LANES, out);
         }
     }
+}
+
+/// [`span_impl`] with AVX2.
+///
+/// # Safety
+/// As [`group`], for every group `0..groups` at `w + group · blocks · gb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn span<const T: u8, F>(
+    x: &[QRow<'_>],
+    w: *const u8,
+    blocks: usize,
+    groups: usize,
+    emit: &mut F,
+) where
+    F: FnMut(usize, usize, [f32; LANES]),
+{
+    span_impl::<T, false, F>(x, w, blocks, groups, emit)
+}
+
+/// [`span_impl`] with AVX-512 VNNI byte dot products (on 256-bit vectors).
+///
+/// # Safety
+/// As [`span`], and AVX-512 F, VL and VNNI must be present.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+pub(super) unsafe fn span_vnni<const T: u8, F>(
+    x: &[QRow<'_>],
+    w: *const u8,
+    blocks: usize,
+    groups: usize,
+    emit: &mut F,
+) where
+    F: FnMut(usize, usize, [f32; LANES]),
+{
+    span_impl::<T, true, F>(x, w, blocks, groups, emit)
 }
