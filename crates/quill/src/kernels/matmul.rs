@@ -296,6 +296,7 @@ impl Ctx<'_> {
     fn compute(&self, seg: &Seg<'_>, a: usize, b: usize) {
         // Weight rows per tile (float decode is `float_span`, one weight row per tile).
         let max_c = match seg.kind {
+            Kind::Float(_) if super::simd::wide_float_tiles() => 4,
             Kind::Float(_) => 3,
             // Measured on Zen 3 (GPT-2 shapes, weights in DRAM): Q8_0 and Q6_K rows stream
             // fastest one at a time (two at once fall to a third of the bandwidth), the 4-bit
@@ -320,6 +321,11 @@ impl Ctx<'_> {
             }
             _ => {}
         }
+        // Input rows per tile: 6 × 4 tiles fit AVX-512's 32 registers (24 accumulators).
+        let max_r = match seg.kind {
+            Kind::Float(_) if max_c == 4 => 6,
+            _ => 4,
+        };
         let mut r0 = 0;
         while r0 < self.rows {
             let r1 = (r0 + ROW_BLOCK).min(self.rows);
@@ -328,11 +334,13 @@ impl Ctx<'_> {
                 let c = max_c.min(b - o);
                 let mut r = r0;
                 while r < r1 {
-                    let rr = 4.min(r1 - r);
+                    let rr = max_r.min(r1 - r);
                     match seg.kind {
-                        Kind::Float(k) => {
-                            by_shape!(rr, c, float_tile(self, k, seg, r, o), [1, 2, 3, 4])
-                        }
+                        Kind::Float(k) => match rr {
+                            6 => by_shape!(@c 6, c, float_tile(self, k, seg, r, o), [1, 2, 3, 4]),
+                            5 => by_shape!(@c 5, c, float_tile(self, k, seg, r, o), [1, 2, 3, 4]),
+                            _ => by_shape!(rr, c, float_tile(self, k, seg, r, o), [1, 2, 3, 4]),
+                        },
                         Kind::Quant(d) => by_shape!(rr, c, int_tile(self, d, seg, r, o), [1, 2]),
                         Kind::Packed(_) => {}
                     }

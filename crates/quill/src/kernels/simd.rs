@@ -47,12 +47,29 @@ pub(super) fn has_vnni() -> bool {
     })
 }
 
+/// Whether the CPU has AVX-512 F (with AVX2/FMA/F16C), used by the float matrix tiles.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn has_avx512() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| has_avx2_f16c() && std::arch::is_x86_feature_detected!("avx512f"))
+}
+
+/// Whether the float tiles are 16 lanes wide (AVX-512): enough registers for 4 × 4 tiles.
+pub(super) fn wide_float_tiles() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return has_avx512();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// The instruction set the kernels use on this machine.
 pub fn describe() -> &'static str {
     match level() {
         Level::Portable => "portable",
         #[cfg(target_arch = "x86_64")]
-        Level::Avx2Fma if has_vnni() => "avx2+fma (+avx512-vnni for integer products)",
+        Level::Avx2Fma if has_vnni() => "avx2+fma, avx512 float tiles, avx512-vnni",
+        #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma if has_avx512() => "avx2+fma, avx512 float tiles",
         #[cfg(target_arch = "x86_64")]
         Level::Avx2Fma => "avx2+fma",
     }

@@ -20,7 +20,7 @@ pub(crate) enum WKind {
 }
 
 /// `out[r][c] = Σ_i x[r][i] · w[c][i]` for `i < n`, where `w[c]` points at `n` weights of
-/// `kind`. `R` is 1..=4 and `C` 1..=4.
+/// `kind`. `R` is 1..=6 and `C` 1..=4.
 ///
 /// # Safety
 /// Each `x[r]` must be valid for `n` f32 reads and each `w[c]` for `n` weights of `kind`.
@@ -31,6 +31,14 @@ pub(crate) unsafe fn tile<const R: usize, const C: usize>(
     w: &[*const u8; C],
     n: usize,
 ) -> [[f32; C]; R] {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx512() {
+        return match kind {
+            WKind::F32 => avx512::tile::<0, R, C>(x, w, n),
+            WKind::F16 => avx512::tile::<1, R, C>(x, w, n),
+            WKind::Bf16 => avx512::tile::<2, R, C>(x, w, n),
+        };
+    }
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx2_f16c() {
         return match kind {
@@ -57,6 +65,15 @@ pub(crate) unsafe fn span<const R: usize, const C: usize, F: FnMut(usize, [[f32;
     n: usize,
     mut emit: F,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx512() {
+        match kind {
+            WKind::F32 => avx512::span::<0, R, C, F>(x, w, row_bytes, groups, n, &mut emit),
+            WKind::F16 => avx512::span::<1, R, C, F>(x, w, row_bytes, groups, n, &mut emit),
+            WKind::Bf16 => avx512::span::<2, R, C, F>(x, w, row_bytes, groups, n, &mut emit),
+        }
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx2_f16c() {
         match kind {
@@ -181,6 +198,95 @@ mod avx2 {
         for r in 0..R {
             for c in 0..C {
                 let mut s = hsum256(acc[r][c]);
+                for j in i..n {
+                    s += *x[r].add(j) * super::weight(kind, w[c], j);
+                }
+                out[r][c] = s;
+            }
+        }
+        out
+    }
+}
+
+/// The same tiles on 16-lane vectors (AVX-512 F): twice the multiply-adds per instruction, for
+/// prefill and batches, where the float tiles are compute-bound. Per output: one 16-lane
+/// accumulator over 16-value steps, its halves added (lanes `l` and `l + 8`), then the 8-lane
+/// pairwise sum and the scalar tail in order. That is another summation order than the 8-lane
+/// kernels', so a machine with AVX-512 rounds differently in the last bits from one without; on
+/// one machine every tile shape, decode and batch still agree to the bit.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use crate::kernels::simd::hsum256;
+
+    /// Sixteen weights at element `i` of a row at `p`, as f32. `K`: 0 f32, 1 f16, 2 bf16.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    unsafe fn load16<const K: u8>(p: *const u8, i: usize) -> __m512 {
+        match K {
+            0 => _mm512_loadu_ps(p.cast::<f32>().add(i)),
+            1 => _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2 * i).cast())),
+            _ => {
+                let h = _mm256_loadu_si256(p.add(2 * i).cast());
+                _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub(super) unsafe fn span<const K: u8, const R: usize, const C: usize, F>(
+        x: &[*const f32; R],
+        w: *const u8,
+        row_bytes: usize,
+        groups: usize,
+        n: usize,
+        emit: &mut F,
+    ) where
+        F: FnMut(usize, [[f32; C]; R]),
+    {
+        for g in 0..groups {
+            let ws: [*const u8; C] = std::array::from_fn(|c| w.add((g * C + c) * row_bytes));
+            emit(g * C, tile::<K, R, C>(x, &ws, n));
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub(super) unsafe fn tile<const K: u8, const R: usize, const C: usize>(
+        x: &[*const f32; R],
+        w: &[*const u8; C],
+        n: usize,
+    ) -> [[f32; C]; R] {
+        let mut acc = [[_mm512_setzero_ps(); C]; R];
+        let mut wv = [_mm512_setzero_ps(); C];
+        let mut i = 0;
+        while i + 16 <= n {
+            for c in 0..C {
+                wv[c] = load16::<K>(w[c], i);
+            }
+            for r in 0..R {
+                let xv = _mm512_loadu_ps(x[r].add(i));
+                for c in 0..C {
+                    acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+                }
+            }
+            i += 16;
+        }
+        let kind = match K {
+            0 => super::WKind::F32,
+            1 => super::WKind::F16,
+            _ => super::WKind::Bf16,
+        };
+        let mut out = [[0.0f32; C]; R];
+        for r in 0..R {
+            for c in 0..C {
+                let a = acc[r][c];
+                let halves = _mm256_add_ps(
+                    _mm512_castps512_ps256(a),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)),
+                );
+                let mut s = hsum256(halves);
                 for j in i..n {
                     s += *x[r].add(j) * super::weight(kind, w[c], j);
                 }
