@@ -147,7 +147,7 @@ impl ModelConfig {
                 return Err(Error::config(field, "must be positive"));
             }
         }
-        if self.d_model % self.n_head != 0 {
+        if !self.d_model.is_multiple_of(self.n_head) {
             return Err(Error::config(
                 "n_head",
                 format!(
@@ -156,7 +156,7 @@ impl ModelConfig {
                 ),
             ));
         }
-        if self.n_head % self.n_kv_head != 0 {
+        if !self.n_head.is_multiple_of(self.n_kv_head) {
             return Err(Error::config(
                 "n_kv_head",
                 format!(
@@ -166,7 +166,7 @@ impl ModelConfig {
             ));
         }
         if let Positions::Rope { theta, .. } = self.positions {
-            if self.head_dim() % 2 != 0 {
+            if !self.head_dim().is_multiple_of(2) {
                 return Err(Error::config("head_dim", "RoPE needs an even head size"));
             }
             if !(theta.is_finite() && theta > 0.0) {

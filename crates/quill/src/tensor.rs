@@ -68,7 +68,7 @@ impl DType {
     /// overflows).
     pub fn bytes_for(self, n: usize) -> Option<usize> {
         let be = self.block_elems();
-        if n % be != 0 {
+        if !n.is_multiple_of(be) {
             return None;
         }
         (n / be).checked_mul(self.block_bytes())

@@ -89,7 +89,7 @@ fn one_head(qh: &[f32], kv: &KvHead<'_>, sc: &mut [f32], oh: &mut [f32]) {
     let hd = qh.len();
     let scale = 1.0 / (hd as f32).sqrt();
     #[cfg(target_arch = "x86_64")]
-    if hd % 8 == 0 && simd::has_avx2_f16c() {
+    if hd.is_multiple_of(8) && simd::has_avx2_f16c() {
         // SAFETY: AVX2 and FMA are present; `scores`/`weighted_sum` check that the slices
         // cover `sc.len()` positions before reading them.
         unsafe {

@@ -40,7 +40,7 @@ impl WeightData {
             return None;
         }
         let ptr = data[offset..].as_ptr();
-        if (ptr as usize) % std::mem::align_of::<f32>() != 0 {
+        if !(ptr as usize).is_multiple_of(std::mem::align_of::<f32>()) {
             return None;
         }
         Some(WeightData::Mapped {

@@ -169,7 +169,7 @@ fn matrices_mut(w: &mut Weights) -> Vec<(String, &mut Matrix)> {
 }
 
 fn check_shape(name: String, m: &Matrix, dtype: WeightDtype, source: &Path) -> Result<()> {
-    if dtype.is_block() && m.cols % QK != 0 {
+    if dtype.is_block() && !m.cols.is_multiple_of(QK) {
         return Err(Error::tensor(
             source,
             name,

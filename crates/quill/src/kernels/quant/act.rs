@@ -37,7 +37,11 @@ impl QActs {
     /// Quantizes `x` [rows, cols] in blocks of `block` (32 or 256; `cols` a multiple of it),
     /// reusing this buffer's allocations.
     pub fn quantize(&mut self, x: &[f32], cols: usize, block: usize) {
-        debug_assert!(block % 32 == 0 && cols % block == 0 && x.len() % cols.max(1) == 0);
+        debug_assert!(
+            block.is_multiple_of(32)
+                && cols.is_multiple_of(block)
+                && x.len().is_multiple_of(cols.max(1))
+        );
         let n = x.len();
         self.block = block;
         self.cols = cols;

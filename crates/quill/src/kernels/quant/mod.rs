@@ -67,7 +67,7 @@ impl QuantPart {
         bytes: &Bytes,
         offset: usize,
     ) -> Option<Self> {
-        if !is_supported(dtype) || cols % dtype.block_elems() != 0 {
+        if !is_supported(dtype) || !cols.is_multiple_of(dtype.block_elems()) {
             return None;
         }
         let row_bytes = cols / dtype.block_elems() * dtype.block_bytes();

@@ -44,7 +44,7 @@ fn scale_bytes(dtype: DType) -> usize {
 /// Repacks `rows` rows (a multiple of [`LANES`]) of `row_bytes` bytes each from row-major `src`
 /// into the interleaved layout. `dtype` must be [`packable`].
 pub fn pack(dtype: DType, src: &[u8], rows: usize, row_bytes: usize) -> Vec<u8> {
-    debug_assert!(packable(dtype) && rows % LANES == 0 && src.len() == rows * row_bytes);
+    debug_assert!(packable(dtype) && rows.is_multiple_of(LANES) && src.len() == rows * row_bytes);
     let bb = dtype.block_bytes();
     let mut out = vec![0u8; rows * row_bytes];
     out.par_chunks_mut(LANES * row_bytes.max(1))
@@ -113,7 +113,7 @@ pub(crate) fn span(
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::simd::has_avx2_f16c()
         && packable(dtype)
-        && cols % super::QK == 0
+        && cols.is_multiple_of(super::QK)
         && w.len() == groups * gbytes
         && x.len() <= super::packed_avx2::MAX_ROWS
         && x.iter().all(|r| {
