@@ -34,8 +34,8 @@ pub(super) fn has_avx2_f16c() -> bool {
     *OK.get_or_init(|| level() == Level::Avx2Fma && std::arch::is_x86_feature_detected!("f16c"))
 }
 
-/// Whether the CPU also has AVX-512 VNNI (with VL: its byte dot products on 256-bit vectors),
-/// used by the interleaved integer kernels.
+/// Whether the CPU also has AVX-512 VNNI (with F, BW and VL), used by the interleaved integer
+/// kernels.
 #[cfg(target_arch = "x86_64")]
 pub(super) fn has_vnni() -> bool {
     static OK: OnceLock<bool> = OnceLock::new();
@@ -43,6 +43,7 @@ pub(super) fn has_vnni() -> bool {
         has_avx2_f16c()
             && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vnni")
     })
 }
