@@ -448,7 +448,7 @@ fn float_tile<const R: usize, const C: usize>(
     let ws: [*const u8; C] =
         std::array::from_fn(|j| seg.data[(o + j) * seg.row_bytes..][..seg.row_bytes].as_ptr());
     // SAFETY: each pointer starts a slice of `n` values checked just above.
-    let vals = unsafe { tile::tile::<R, C>(kind, &xs, &ws, n) };
+    let vals = unsafe { tile::tile::<R, C>(kind, &xs, &ws, n, C * seg.row_bytes) };
     ctx.store(seg, r, o, vals);
 }
 

@@ -20,7 +20,8 @@ pub(crate) enum WKind {
 }
 
 /// `out[r][c] = Σ_i x[r][i] · w[c][i]` for `i < n`, where `w[c]` points at `n` weights of
-/// `kind`. `R` is 1..=6 and `C` 1..=4.
+/// `kind`; the weights `ahead` bytes past each row are prefetched as it streams (the next tile's
+/// rows, which DRAM would otherwise deliver only on demand; 0 for none). `R` is 1..=6 and `C` 1..=4.
 ///
 /// # Safety
 /// Each `x[r]` must be valid for `n` f32 reads and each `w[c]` for `n` weights of `kind`.
@@ -30,21 +31,22 @@ pub(crate) unsafe fn tile<const R: usize, const C: usize>(
     x: &[*const f32; R],
     w: &[*const u8; C],
     n: usize,
+    ahead: usize,
 ) -> [[f32; C]; R] {
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx512() {
         return match kind {
-            WKind::F32 => avx512::tile::<0, R, C>(x, w, n),
-            WKind::F16 => avx512::tile::<1, R, C>(x, w, n),
-            WKind::Bf16 => avx512::tile::<2, R, C>(x, w, n),
+            WKind::F32 => avx512::tile::<0, R, C>(x, w, n, ahead),
+            WKind::F16 => avx512::tile::<1, R, C>(x, w, n, ahead),
+            WKind::Bf16 => avx512::tile::<2, R, C>(x, w, n, ahead),
         };
     }
     #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx2_f16c() {
         return match kind {
-            WKind::F32 => avx2::tile::<0, R, C>(x, w, n),
-            WKind::F16 => avx2::tile::<1, R, C>(x, w, n),
-            WKind::Bf16 => avx2::tile::<2, R, C>(x, w, n),
+            WKind::F32 => avx2::tile::<0, R, C>(x, w, n, ahead),
+            WKind::F16 => avx2::tile::<1, R, C>(x, w, n, ahead),
+            WKind::Bf16 => avx2::tile::<2, R, C>(x, w, n, ahead),
         };
     }
     portable::<R, C>(kind, x, w, n)
@@ -163,7 +165,7 @@ mod avx2 {
     {
         for g in 0..groups {
             let ws: [*const u8; C] = std::array::from_fn(|c| w.add((g * C + c) * row_bytes));
-            emit(g * C, tile::<K, R, C>(x, &ws, n));
+            emit(g * C, tile::<K, R, C>(x, &ws, n, C * row_bytes));
         }
     }
 
@@ -173,12 +175,15 @@ mod avx2 {
         x: &[*const f32; R],
         w: &[*const u8; C],
         n: usize,
+        ahead: usize,
     ) -> [[f32; C]; R] {
+        let wb = if K == 0 { 4 } else { 2 };
         let mut acc = [[_mm256_setzero_ps(); C]; R];
         let mut wv = [_mm256_setzero_ps(); C];
         let mut i = 0;
         while i + 8 <= n {
             for c in 0..C {
+                _mm_prefetch::<_MM_HINT_T0>(w[c].wrapping_add(ahead + wb * i).cast());
                 wv[c] = load8::<K>(w[c], i);
             }
             for r in 0..R {
@@ -247,7 +252,7 @@ mod avx512 {
     {
         for g in 0..groups {
             let ws: [*const u8; C] = std::array::from_fn(|c| w.add((g * C + c) * row_bytes));
-            emit(g * C, tile::<K, R, C>(x, &ws, n));
+            emit(g * C, tile::<K, R, C>(x, &ws, n, C * row_bytes));
         }
     }
 
@@ -257,12 +262,15 @@ mod avx512 {
         x: &[*const f32; R],
         w: &[*const u8; C],
         n: usize,
+        ahead: usize,
     ) -> [[f32; C]; R] {
+        let wb = if K == 0 { 4 } else { 2 };
         let mut acc = [[_mm512_setzero_ps(); C]; R];
         let mut wv = [_mm512_setzero_ps(); C];
         let mut i = 0;
         while i + 16 <= n {
             for c in 0..C {
+                _mm_prefetch::<_MM_HINT_T0>(w[c].wrapping_add(ahead + wb * i).cast());
                 wv[c] = load16::<K>(w[c], i);
             }
             for r in 0..R {
@@ -320,7 +328,7 @@ mod tests {
             let xs: [*const f32; 4] = std::array::from_fn(|r| x[r * n..].as_ptr());
             let ws: [*const u8; 4] = std::array::from_fn(|c| w[c * n..].as_ptr().cast());
             // SAFETY: every pointer covers `n` values.
-            let full = unsafe { tile::<4, 4>(WKind::F32, &xs, &ws, n) };
+            let full = unsafe { tile::<4, 4>(WKind::F32, &xs, &ws, n, 0) };
             for r in 0..4 {
                 for c in 0..4 {
                     let exact: f64 = (0..n)
@@ -328,14 +336,14 @@ mod tests {
                         .sum();
                     assert!((full[r][c] as f64 - exact).abs() < 1e-4 * (1.0 + exact.abs()));
                     // SAFETY: as above.
-                    let one = unsafe { tile::<1, 1>(WKind::F32, &[xs[r]], &[ws[c]], n) };
+                    let one = unsafe { tile::<1, 1>(WKind::F32, &[xs[r]], &[ws[c]], n, 0) };
                     assert_eq!(
                         one[0][0].to_bits(),
                         full[r][c].to_bits(),
                         "n {n} r {r} c {c}"
                     );
                     let two = unsafe {
-                        tile::<2, 3>(WKind::F32, &[xs[r], xs[0]], &[ws[1], ws[c], ws[0]], n)
+                        tile::<2, 3>(WKind::F32, &[xs[r], xs[0]], &[ws[1], ws[c], ws[0]], n, 0)
                     };
                     assert_eq!(two[0][1].to_bits(), full[r][c].to_bits());
                     // The portable kernel (other CPUs) computes the same sums.
@@ -372,9 +380,9 @@ mod tests {
                     .map(|b| unsafe { weight(kind, (b as *const u16).cast(), 0) })
                     .collect();
                 // SAFETY: pointers cover `n` values.
-                let a = unsafe { tile::<1, 1>(kind, &[x.as_ptr()], &[bits.as_ptr().cast()], n) };
+                let a = unsafe { tile::<1, 1>(kind, &[x.as_ptr()], &[bits.as_ptr().cast()], n, 0) };
                 let b = unsafe {
-                    tile::<1, 1>(WKind::F32, &[x.as_ptr()], &[widened.as_ptr().cast()], n)
+                    tile::<1, 1>(WKind::F32, &[x.as_ptr()], &[widened.as_ptr().cast()], n, 0)
                 };
                 assert_eq!(a[0][0].to_bits(), b[0][0].to_bits(), "{kind:?} n {n}");
             }
