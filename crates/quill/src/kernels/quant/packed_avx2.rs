@@ -1,12 +1,14 @@
-//! AVX2 (and AVX-512 VNNI) kernels over interleaved groups ([`super::packed`]): `R` activation rows against the 8
-//! weight rows of a group, one output per vector lane.
+//! AVX2 and AVX-512 VNNI kernels over interleaved groups ([`super::packed`]): activation rows
+//! against the 8 weight rows of a group, one output per vector lane.
 //!
 //! Per block and activation row: the block's quant bytes of all 8 weight rows come as 32-byte
-//! loads (4 values of each row), each multiplied (`maddubs`) by the matching 4 activation values
-//! broadcast to every lane; the 16-bit pair sums add up in place (Q4_0/Q4_1: 8 products of at
-//! most 2·15·127 fit in i16) and `madd` by ones leaves lane `c` = the block's integer dot product
-//! of weight row `c`. Then per lane `acc += (d_w·d_x)·Σ` (Q4_1: `+ m_w·s_x`) with separate
-//! multiplies and adds: the arithmetic of the portable row kernels, bit for bit.
+//! loads (4 values of each row), each multiplied by the matching 4 activation values broadcast
+//! to every lane. AVX2: `maddubs` pair sums added in 16-bit lanes (Q4_0/Q4_1: 8 products of at
+//! most 2·15·127 fit; Q4_0 starts the lanes at its −8·Σx offset), then `madd` by ones; VNNI:
+//! `vpdpbusd` sums 4 byte products straight into 32-bit lanes, and two groups share a 512-bit
+//! vector. Either way lane `c` ends as the block's exact integer dot product of weight row `c`.
+//! Then per lane `acc += (d_w·d_x)·Σ` (Q4_1: `+ m_w·s_x`) with separate multiplies and adds: the
+//! arithmetic of the portable row kernels, bit for bit.
 
 use std::arch::x86_64::*;
 
