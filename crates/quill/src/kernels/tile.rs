@@ -354,6 +354,33 @@ mod tests {
         }
     }
 
+    /// On an AVX-512 machine the dispatcher never picks the 8-lane kernels: check them directly
+    /// (every shape gives the bits of the 1 × 1 tile, close to the 16-lane result).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn eight_lane_kernels_agree_across_shapes() {
+        if !crate::kernels::simd::has_avx2_f16c() {
+            return;
+        }
+        for n in [7usize, 16, 33, 100] {
+            let x = rows(4 * n, 5);
+            let w = rows(4 * n, 6);
+            let xs: [*const f32; 4] = std::array::from_fn(|r| x[r * n..].as_ptr());
+            let ws: [*const u8; 4] = std::array::from_fn(|c| w[c * n..].as_ptr().cast());
+            // SAFETY: AVX2/FMA/F16C are present; every pointer covers `n` values.
+            let full = unsafe { avx2::tile::<0, 4, 4>(&xs, &ws, n, 0) };
+            let wide = unsafe { tile::<4, 4>(WKind::F32, &xs, &ws, n, 0) };
+            for r in 0..4 {
+                for c in 0..4 {
+                    // SAFETY: as above.
+                    let one = unsafe { avx2::tile::<0, 1, 1>(&[xs[r]], &[ws[c]], n, 0) };
+                    assert_eq!(one[0][0].to_bits(), full[r][c].to_bits(), "n {n}");
+                    assert!((wide[r][c] - full[r][c]).abs() <= 1e-5 * (1.0 + full[r][c].abs()));
+                }
+            }
+        }
+    }
+
     /// f16 and bf16 rows give exactly what their f32 widening gives.
     #[test]
     fn half_weights_equal_their_f32_widening() {
