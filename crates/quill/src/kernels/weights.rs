@@ -114,6 +114,19 @@ impl Matrix {
         }
     }
 
+    /// Tells the OS this matrix's memory-mapped bytes will not be read again soon (after a
+    /// converted copy replaced it): their pages leave the resident set. A no-op for owned data.
+    pub fn release_source(&self) {
+        match &self.data {
+            WeightData::Mapped { bytes, offset, len } => bytes.release(*offset, len * 4),
+            WeightData::Half {
+                bytes, offset, len, ..
+            } => bytes.release(*offset, len * 2),
+            WeightData::Quant(q) => q.release(),
+            WeightData::Owned(_) => {}
+        }
+    }
+
     pub fn is_quantized(&self) -> bool {
         matches!(self.data, WeightData::Quant(_))
     }

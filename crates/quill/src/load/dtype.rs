@@ -103,7 +103,9 @@ pub fn convert_weights(weights: &mut Weights, dtype: WeightDtype, source: &Path)
     }
     for (name, m) in matrices_mut(weights) {
         if let Some(c) = convert_matrix(m, dtype).map_err(|d| Error::tensor(source, name, d))? {
-            *m = c;
+            // The source's file pages were read to convert; hand them back so the resident
+            // memory is the converted copy alone.
+            std::mem::replace(m, c).release_source();
         }
     }
     Ok(())

@@ -210,6 +210,13 @@ impl QuantMatrix {
         QuantMatrix::new(self.cols, parts)
     }
 
+    /// Hands the parts' memory-mapped pages back to the OS (see [`Bytes::release`]).
+    pub fn release(&self) {
+        for p in &self.parts {
+            p.bytes.release(p.offset, p.rows * p.row_bytes(self.cols));
+        }
+    }
+
     /// The part holding row `r` and the row's index inside it.
     fn locate(&self, mut r: usize) -> Option<(&QuantPart, usize)> {
         for p in &self.parts {
