@@ -5,7 +5,7 @@
 # Needs: a release build of quill (cargo build --release), the fixture venv (fixtures/.venv with
 # torch + transformers), llama.cpp built from the llama-cpp-python==0.3.36 sdist:
 #   pip download --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36 -d DL
-#   tar xzf DL/llama_cpp_python-0.3.36.tar.gz --strip-components=2 -C LLAMA '*/vendor/llama.cpp/*'
+#   tar xzf DL/llama_cpp_python-0.3.36.tar.gz --wildcards --strip-components=2 -C LLAMA '*/vendor/llama.cpp/*'
 #   cmake -S LLAMA/llama.cpp -B LLAMA/llama.cpp/build -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
 #         -DLLAMA_CURL=OFF && cmake --build LLAMA/llama.cpp/build --target llama-bench llama-quantize -j2
 # Usage: benches/compare.sh LLAMA_CPP_DIR WORK_DIR [THREADS]
@@ -38,11 +38,11 @@ for t in f32 f16; do
   [ -f "$work/gpt2-$t.gguf" ] || PYTHONPATH="$llama/gguf-py" "$py" "$llama/convert_hf_to_gguf.py" \
       "$work/gpt2-rand" --outtype "$t" --outfile "$work/gpt2-$t.gguf" > /dev/null
 done
-for q in q8_0 q4_0 q4_1; do
+for q in q8_0 q4_0 q4_1 q4_k_m q5_k_m; do
   [ -f "$work/gpt2-$q.gguf" ] || "$bin/llama-quantize" "$work/gpt2-f16.gguf" "$work/gpt2-$q.gguf" "$q" > /dev/null 2>&1
 done
 # 3. Measure, same files, same threads.
-for t in f32 f16 q8_0 q4_0 q4_1; do
+for t in f32 f16 q8_0 q4_0 q4_1 q4_k_m q5_k_m; do
   f="$work/gpt2-$t.gguf"
   echo "== $t"
   "$bin/llama-bench" -m "$f" -p 128 -n 64 -t "$threads" -r 3 2>/dev/null | grep -E "pp128|tg64"

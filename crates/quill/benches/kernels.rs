@@ -42,6 +42,24 @@ fn weights(storage: &str) -> Matrix {
         // As a loaded model has them (interleaved), unless asked for the row-major layout.
         Matrix::quantized(if rows_only { q } else { q.interleaved() })
     };
+    // K-quants: quill has no K-quant quantizer (they come from GGUF files), and the kernels'
+    // speed does not depend on the values, so the blocks are filled with pseudo-random bytes
+    // and a small f16 scale wherever a block keeps one.
+    let k_blocks = |dtype: DType, scales: &[usize]| {
+        let bb = dtype.block_bytes();
+        let mut bytes: Vec<u8> = values(OUT * IN / dtype.block_elems() * bb, 7)
+            .iter()
+            .map(|v| ((v + 1.0) * 127.9) as u8)
+            .collect();
+        for blk in bytes.chunks_exact_mut(bb) {
+            for &o in scales {
+                blk[o..o + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+            }
+        }
+        let b = Bytes::Owned(Arc::new(bytes));
+        let part = QuantPart::new(dtype, OUT, IN, &b, 0).expect("whole super-blocks");
+        Matrix::quantized(QuantMatrix::new(IN, vec![part]))
+    };
     let half = |bf16: bool| {
         let bytes: Vec<u8> = w
             .iter()
@@ -70,12 +88,18 @@ fn weights(storage: &str) -> Matrix {
         "q8_0" => quantized(DType::Q8_0, quant::quantize_row_q8_0),
         "q4_0" => quantized(DType::Q4_0, quant::quantize_row_q4_0),
         "q4_1" => quantized(DType::Q4_1, quant::quantize_row_q4_1),
+        "q4_k" => k_blocks(DType::Q4K, &[0, 2]),
+        "q5_k" => k_blocks(DType::Q5K, &[0, 2]),
+        "q6_k" => k_blocks(DType::Q6K, &[208]),
         _ => Matrix::from_vec(OUT, IN, w),
     }
 }
 
 #[divan::bench(
-    args = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q8_0-rows", "q4_0-rows", "q4_1-rows"],
+    args = [
+        "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q8_0-rows", "q4_0-rows", "q4_1-rows",
+        "q4_k", "q5_k", "q6_k",
+    ],
     consts = [1, 8, 64]
 )]
 fn matmul_up_proj<const ROWS: usize>(bencher: Bencher, storage: &str) {

@@ -588,6 +588,40 @@ fn interleaved_kernels_match_the_portable_row_kernel_bit_for_bit() {
     }
 }
 
+/// Blocks a matrix alone owns (quantized at load) are interleaved in place, and end exactly as
+/// the copying repack leaves shared ones: same bytes, same values, the tail rows row-major.
+#[test]
+fn interleaving_in_place_equals_the_repacked_copy() {
+    use crate::kernels::quant::{QuantMatrix, QuantPart};
+    use crate::tensor::{Bytes, DType};
+    let (rows, cols) = (37, 96);
+    for dt in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+        let bytes = random_blocks(dt, rows * cols / 32, 72);
+        let part = |b: &Bytes| QuantPart::new(dt, rows, cols, b, 0).expect("part");
+        let shared = Bytes::Owned(std::sync::Arc::new(bytes.clone()));
+        let plain = QuantMatrix::new(cols, vec![part(&shared)]);
+        let copied = plain.interleaved();
+        let own = Bytes::Owned(std::sync::Arc::new(bytes));
+        let in_place = QuantMatrix::new(cols, vec![part(&own)]);
+        drop(own);
+        let in_place = in_place.into_interleaved();
+        for q in [&copied, &in_place] {
+            assert_eq!(q.parts.len(), 2, "{dt}: 32 rows interleaved, 5 row-major");
+            assert!(q.parts[0].is_interleaved() && !q.parts[1].is_interleaved());
+        }
+        assert_eq!(
+            copied.parts[0].data(cols),
+            in_place.parts[0].data(cols),
+            "{dt}"
+        );
+        assert_eq!(
+            Matrix::quantized(in_place).to_f32().as_slice(),
+            Matrix::quantized(plain).to_f32().as_slice(),
+            "{dt}: every value kept"
+        );
+    }
+}
+
 /// Large enough for the threaded path: the result does not depend on how many rows are in the
 /// batch or how the features are split into chunks.
 #[test]

@@ -106,11 +106,12 @@ impl Matrix {
     }
 
     /// The same matrix with its Q8_0 / Q4_0 / Q4_1 rows interleaved for the integer kernels
-    /// (a repacked copy; see [`super::quant::packed`]); other storage comes back as it is.
+    /// (in place where this matrix alone owns its blocks, else a repacked copy; see
+    /// [`super::quant::packed`]); other storage comes back as it is.
     pub fn interleaved(self) -> Matrix {
-        match &self.data {
-            WeightData::Quant(q) => Matrix::quantized(q.interleaved()),
-            _ => self,
+        match self.data {
+            WeightData::Quant(q) => Matrix::quantized(q.into_interleaved()),
+            data => Matrix { data, ..self },
         }
     }
 

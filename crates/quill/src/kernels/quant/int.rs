@@ -1,6 +1,6 @@
 //! Integer matrix-product micro-kernels over quantized weights and 8-bit activations
-//! ([`QActs`]): the quantized counterpart of `kernels::tile`. AVX2 kernels for Q8_0, Q4_0, Q4_1
-//! and Q6_K; portable scalar kernels for every supported block type (and every CPU).
+//! ([`QActs`]): the quantized counterpart of `kernels::tile`. AVX2 kernels for Q8_0, Q4_0, Q4_1,
+//! Q4_K, Q5_K and Q6_K; portable scalar kernels for every supported block type (and every CPU).
 //!
 //! Every output is computed the same way whatever the tile shape `R × C`, so decode (one row),
 //! prefill and batches agree to the bit on a given machine.
@@ -44,6 +44,8 @@ pub(crate) fn tile<const R: usize, const C: usize>(
                     DType::Q4_0 => return k::tile32::<1, R, C>(x, &p, cols / QK),
                     DType::Q4_1 => return k::tile32::<2, R, C>(x, &p, cols / QK),
                     DType::Q6K => return k::tile_q6k::<R, C>(x, &p, cols / QK_K),
+                    DType::Q4K => return k::tile_q45k::<false, R, C>(x, &p, cols / QK_K),
+                    DType::Q5K => return k::tile_q45k::<true, R, C>(x, &p, cols / QK_K),
                     _ => {}
                 }
             }
@@ -88,6 +90,8 @@ pub(crate) fn span<const R: usize, const C: usize>(
                 DType::Q4_0 => return k::span::<1, R, C, _>(x, p, row_bytes, groups, &mut emit),
                 DType::Q4_1 => return k::span::<2, R, C, _>(x, p, row_bytes, groups, &mut emit),
                 DType::Q6K => return k::span::<3, R, C, _>(x, p, row_bytes, groups, &mut emit),
+                DType::Q4K => return k::span::<4, R, C, _>(x, p, row_bytes, groups, &mut emit),
+                DType::Q5K => return k::span::<5, R, C, _>(x, p, row_bytes, groups, &mut emit),
                 _ => {}
             }
         }
@@ -117,8 +121,8 @@ mod tests {
     use super::*;
     use crate::kernels::quant::act::QActs;
 
-    /// The SIMD tiles and the portable kernel agree: exactly for Q6_K (integer totals, same
-    /// scalar accumulation), within f32 rounding for the 32-value blocks (lane-wise sums).
+    /// The SIMD tiles and the portable kernel agree: exactly for the K-quants (integer totals,
+    /// same scalar accumulation), within f32 rounding for the 32-value blocks (lane-wise sums).
     #[test]
     fn simd_tiles_agree_with_the_portable_kernel() {
         for (dtype, cols) in [
@@ -126,35 +130,49 @@ mod tests {
             (DType::Q4_0, 96),
             (DType::Q4_1, 96),
             (DType::Q6K, 512),
+            (DType::Q4K, 768),
+            (DType::Q5K, 768),
         ] {
             let n_blocks = cols / dtype.block_elems();
-            let mut row: Vec<u8> = (0..n_blocks * dtype.block_bytes())
-                .map(|i| (i * 89 % 253) as u8)
-                .collect();
             let scale_at: &[usize] = match dtype {
                 DType::Q6K => &[208],
-                DType::Q4_1 => &[0, 2],
+                DType::Q4_1 | DType::Q4K | DType::Q5K => &[0, 2],
                 _ => &[0],
             };
-            for blk in row.chunks_exact_mut(dtype.block_bytes()) {
-                for &o in scale_at {
-                    blk[o..o + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+            // Two weight rows and three activation rows: a 3 × 2 tile and a 1 × 1 tile.
+            let rows: [Vec<u8>; 2] = std::array::from_fn(|k| {
+                let mut row: Vec<u8> = (0..n_blocks * dtype.block_bytes())
+                    .map(|i| ((i + 31 * k) * 89 % 253) as u8)
+                    .collect();
+                for blk in row.chunks_exact_mut(dtype.block_bytes()) {
+                    for &o in scale_at {
+                        let v = half::f16::from_f32(0.01 + 0.003 * k as f32);
+                        blk[o..o + 2].copy_from_slice(&v.to_le_bytes());
+                    }
                 }
-            }
-            let x: Vec<f32> = (0..cols)
+                row
+            });
+            let x: Vec<f32> = (0..3 * cols)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
                 .collect();
             let mut a = QActs::default();
             a.quantize(&x, cols, act_block(dtype));
-            let simd = tile::<1, 1>(dtype, &[a.row(0)], &[&row], cols)[0][0];
-            let port = dot(dtype, &row, &a.row(0));
-            if dtype == DType::Q6K {
-                assert_eq!(simd.to_bits(), port.to_bits());
-            } else {
-                assert!(
-                    (simd - port).abs() <= 1e-5 * (1.0 + port.abs()),
-                    "{dtype}: {simd} vs {port}"
-                );
+            let xs = [a.row(0), a.row(1), a.row(2)];
+            let simd = tile::<3, 2>(dtype, &xs, &[&rows[0], &rows[1]], cols);
+            let one = tile::<1, 1>(dtype, &[a.row(2)], &[&rows[1]], cols)[0][0];
+            assert_eq!(one.to_bits(), simd[2][1].to_bits(), "{dtype}: tile shape");
+            for r in 0..3 {
+                for c in 0..2 {
+                    let (simd, port) = (simd[r][c], dot(dtype, &rows[c], &xs[r]));
+                    if dtype.block_elems() == QK_K {
+                        assert_eq!(simd.to_bits(), port.to_bits(), "{dtype}");
+                    } else {
+                        assert!(
+                            (simd - port).abs() <= 1e-5 * (1.0 + port.abs()),
+                            "{dtype}: {simd} vs {port}"
+                        );
+                    }
+                }
             }
         }
     }

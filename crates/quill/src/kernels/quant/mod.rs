@@ -89,31 +89,49 @@ impl QuantPart {
         self.interleaved
     }
 
-    /// This part as interleaved parts: the first `rows / 8 · 8` rows repacked (a copy) and the
-    /// rest, if any, left row-major in place. Other block types, parts of fewer than 8 rows and
-    /// parts already interleaved come back unchanged. The repacked rows' file pages are handed
-    /// back to the OS, so the copy does not double the resident memory.
-    fn interleave(&self, cols: usize) -> Vec<QuantPart> {
+    /// This part as interleaved parts: the first `rows / 8 · 8` rows repacked and the rest, if
+    /// any, left row-major after them. Other block types, parts of fewer than 8 rows and parts
+    /// already interleaved come back unchanged.
+    ///
+    /// A group of 8 rows fills the same bytes in either layout, so bytes this part alone owns
+    /// (quantized at load) are repacked in place, group by group; borrowed or shared bytes (a
+    /// mapped file) are repacked into a copy and their file pages handed back to the OS. Either
+    /// way the resident memory does not double.
+    fn into_interleaved(mut self, cols: usize) -> Vec<QuantPart> {
         let head = self.rows / packed::LANES * packed::LANES;
         if self.interleaved || !packed::packable(self.dtype) || head == 0 {
-            return vec![self.clone()];
+            return vec![self];
         }
         let rb = self.row_bytes(cols);
-        let src = &self.bytes.as_slice()[self.offset..][..head * rb];
-        let bytes = Bytes::Owned(std::sync::Arc::new(packed::pack(self.dtype, src, head, rb)));
-        self.bytes.release(self.offset, head * rb);
+        let range = self.offset..self.offset + head * rb;
+        let owned = match &mut self.bytes {
+            Bytes::Owned(v) => std::sync::Arc::get_mut(v),
+            _ => None,
+        };
+        let (bytes, offset) = match owned {
+            Some(v) => {
+                packed::pack_in_place(self.dtype, &mut v[range.clone()], head, rb);
+                (self.bytes.clone(), self.offset)
+            }
+            None => {
+                let src = &self.bytes.as_slice()[range.clone()];
+                let copy = packed::pack(self.dtype, src, head, rb);
+                self.bytes.release(range.start, range.len());
+                (Bytes::Owned(std::sync::Arc::new(copy)), 0)
+            }
+        };
         let mut out = vec![QuantPart {
             dtype: self.dtype,
             rows: head,
             bytes,
-            offset: 0,
+            offset,
             interleaved: true,
         }];
         if head < self.rows {
             out.push(QuantPart {
                 rows: self.rows - head,
-                offset: self.offset + head * rb,
-                ..self.clone()
+                offset: range.end,
+                ..self
             });
         }
         out
@@ -201,13 +219,20 @@ impl QuantMatrix {
 
     /// The same matrix with every Q8_0 / Q4_0 / Q4_1 part interleaved for the kernels
     /// ([`packed`]; a row count that is not a multiple of 8 leaves its last rows row-major).
+    /// Bytes shared with `self` are repacked into a copy; see [`Self::into_interleaved`].
     pub fn interleaved(&self) -> QuantMatrix {
+        self.clone().into_interleaved()
+    }
+
+    /// [`Self::interleaved`], repacking the parts whose bytes only this matrix holds in place.
+    pub fn into_interleaved(self) -> QuantMatrix {
+        let cols = self.cols;
         let parts = self
             .parts
-            .iter()
-            .flat_map(|p| p.interleave(self.cols))
+            .into_iter()
+            .flat_map(|p| p.into_interleaved(cols))
             .collect();
-        QuantMatrix::new(self.cols, parts)
+        QuantMatrix::new(cols, parts)
     }
 
     /// Hands the parts' memory-mapped pages back to the OS (see [`Bytes::release`]).

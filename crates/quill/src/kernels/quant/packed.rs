@@ -60,6 +60,27 @@ pub fn pack(dtype: DType, src: &[u8], rows: usize, row_bytes: usize) -> Vec<u8> 
     out
 }
 
+/// [`pack`] in place: `data` holds `rows` rows (a multiple of [`LANES`]) of `row_bytes` bytes
+/// each, row-major, and ends interleaved. A group of 8 rows fills the same bytes in both
+/// layouts, so each group is repacked from a copy of itself (one group's bytes per thread).
+pub fn pack_in_place(dtype: DType, data: &mut [u8], rows: usize, row_bytes: usize) {
+    debug_assert!(packable(dtype) && rows.is_multiple_of(LANES) && data.len() == rows * row_bytes);
+    let bb = dtype.block_bytes();
+    data.par_chunks_mut(LANES * row_bytes.max(1)).for_each_init(
+        || Vec::with_capacity(LANES * row_bytes),
+        |src: &mut Vec<u8>, dst| {
+            src.clear();
+            src.extend_from_slice(dst);
+            for (b, gb) in dst.chunks_exact_mut(LANES * bb).enumerate() {
+                for c in 0..LANES {
+                    let at = c * row_bytes + b * bb;
+                    put_block(dtype, gb, c, &src[at..at + bb]);
+                }
+            }
+        },
+    );
+}
+
 /// Writes row `c`'s block `blk` (its row-major bytes) into group-block `gb`.
 fn put_block(dtype: DType, gb: &mut [u8], c: usize, blk: &[u8]) {
     let sb = scale_bytes(dtype);
