@@ -128,6 +128,22 @@ impl Matrix {
         }
     }
 
+    /// [`Self::release_source`] for rows `r0..r0 + n` only, so a conversion can hand each
+    /// stretch of a mapped file back as soon as it has read it. Quantized storage is left
+    /// alone (released whole by `release_source`).
+    pub fn release_rows(&self, r0: usize, n: usize) {
+        let n = n.min(self.rows.saturating_sub(r0));
+        match &self.data {
+            WeightData::Mapped { bytes, offset, .. } => {
+                bytes.release(offset + r0 * self.cols * 4, n * self.cols * 4)
+            }
+            WeightData::Half { bytes, offset, .. } => {
+                bytes.release(offset + r0 * self.cols * 2, n * self.cols * 2)
+            }
+            WeightData::Quant(_) | WeightData::Owned(_) => {}
+        }
+    }
+
     pub fn is_quantized(&self) -> bool {
         matches!(self.data, WeightData::Quant(_))
     }

@@ -210,17 +210,30 @@ fn convert_matrix(m: &Matrix, dtype: WeightDtype) -> Result<Option<Matrix>, Stri
     Ok(Some(converted))
 }
 
+/// Rows converted per stretch: about 4 MiB of f32 source. After each stretch its rows of a
+/// memory-mapped source are handed back to the OS, so converting a large matrix (GPT-2's 154 MB
+/// f32 embedding) never holds the whole source and the whole result resident at once.
+fn stretch_rows(cols: usize) -> usize {
+    ((4 << 20) / (4 * cols.max(1))).max(1)
+}
+
 /// `m` [rows, cols] as little-endian f16 or bf16 bytes (round to nearest even).
 fn to_half(m: &Matrix, bf16: bool) -> Result<Matrix, String> {
     let (rows, cols) = (m.rows, m.cols);
     let mut bytes = vec![0u8; rows * cols * 2];
-    if cols > 0 {
-        bytes
+    let step = stretch_rows(cols);
+    for (k, stretch) in bytes.chunks_mut((step * cols * 2).max(1)).enumerate() {
+        if cols == 0 {
+            break;
+        }
+        let first = k * step;
+        stretch
             .par_chunks_mut(cols * 2)
             .enumerate()
             .try_for_each_init(
                 || vec![0.0f32; cols],
                 |row, (r, out)| {
+                    let r = first + r;
                     m.row_into(r, row);
                     for (o, &x) in out.chunks_exact_mut(2).zip(row.iter()) {
                         let (b, inf) = if bf16 {
@@ -242,6 +255,7 @@ fn to_half(m: &Matrix, bf16: bool) -> Result<Matrix, String> {
                     Ok(())
                 },
             )?;
+        m.release_rows(first, stretch.len() / (cols * 2));
     }
     Ok(Matrix {
         rows,
@@ -294,13 +308,19 @@ fn quantize_rows(m: &Matrix, start: usize, rows: usize, dtype: DType) -> Result<
         .bytes_for(cols)
         .ok_or_else(|| format!("{cols} columns are not whole {dtype} blocks"))?;
     let mut bytes = vec![0u8; rows * row_bytes];
-    if row_bytes > 0 {
-        bytes
+    let step = stretch_rows(cols);
+    for (k, stretch) in bytes.chunks_mut((step * row_bytes).max(1)).enumerate() {
+        if row_bytes == 0 {
+            break;
+        }
+        let first = start + k * step;
+        stretch
             .par_chunks_mut(row_bytes)
             .enumerate()
             .try_for_each_init(
                 || (vec![0.0f32; cols], Vec::with_capacity(row_bytes)),
                 |(row, q), (r, out)| {
+                    let r = first - start + r;
                     m.row_into(start + r, row);
                     q.clear();
                     quantize_row(row, q);
@@ -316,6 +336,7 @@ fn quantize_rows(m: &Matrix, start: usize, rows: usize, dtype: DType) -> Result<
                     Ok(())
                 },
             )?;
+        m.release_rows(first, stretch.len() / row_bytes);
     }
     QuantPart::new(dtype, rows, cols, &Bytes::Owned(Arc::new(bytes)), 0)
         .ok_or_else(|| format!("cannot hold {rows} × {cols} values as {dtype}"))
@@ -395,6 +416,33 @@ mod tests {
                 };
                 assert!(want, "{d}: {name} is {:?}", m.data);
             }
+        }
+    }
+
+    /// A matrix larger than one conversion stretch (so converted in several) gives exactly
+    /// what converting each row on its own gives: no row skipped, repeated or misplaced.
+    #[test]
+    fn conversion_in_stretches_matches_row_by_row() {
+        let cols = 32;
+        let rows = 2 * stretch_rows(cols) + 77;
+        let m = lin(rows, cols).w;
+        let q = to_blocks(&m, DType::Q8_0).expect("quantizes");
+        let h = to_half(&m, true).expect("converts");
+        let (mut got, mut want) = (vec![0.0; cols], Vec::new());
+        for r in [0, 1, stretch_rows(cols) - 1, stretch_rows(cols), rows - 1] {
+            let row = m.row(r);
+            want.clear();
+            quantize::quantize_row_q8_0(row, &mut want);
+            let mut deq = vec![0.0; cols];
+            crate::kernels::quant::dequantize_row(DType::Q8_0, &want, &mut deq);
+            q.row_into(r, &mut got);
+            assert_eq!(got, deq, "q8_0 row {r}");
+            h.row_into(r, &mut got);
+            let bf: Vec<f32> = row
+                .iter()
+                .map(|&v| half::bf16::from_f32(v).to_f32())
+                .collect();
+            assert_eq!(got, bf, "bf16 row {r}");
         }
     }
 
