@@ -220,6 +220,14 @@ impl<'a> Fetch<'a> {
             return Ok(Matrix { rows, cols, data });
         }
         let v = t.to_f32()?;
+        // The copy replaces the file's bytes: hand a mapped file's pages back, so the resident
+        // memory is the copy alone (a Hugging Face GPT-2's Conv1D matrices: 1.25 GB → see
+        // BENCHMARKS.md).
+        if t.is_contiguous() {
+            if let Some(len) = t.dtype.bytes_for(t.numel()) {
+                t.bytes.release(t.offset, len);
+            }
+        }
         let data = match orient {
             Orient::OutIn => v,
             Orient::InOut => transpose(&v, cols, rows),
@@ -253,6 +261,7 @@ impl<'a> Fetch<'a> {
                 m.row_into(r, &mut data[(at + r) * cols..][..cols]);
             }
             at += m.rows;
+            m.release_source();
         }
         Ok(Matrix::from_vec(rows, cols, data))
     }
