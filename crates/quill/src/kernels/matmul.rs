@@ -313,7 +313,7 @@ impl Ctx<'_> {
         // after the first pass), with one dispatch per pass instead of one per tile: a tile of
         // one weight row is too little work to carry its own set-up (Q6_K on the GPT-2
         // up-projection, divan: 8 rows 550 → 311 µs, 64 rows 4.0 → 2.1 ms).
-        match (seg.kind, self.rows) {
+        let k = match (seg.kind, self.rows) {
             (Kind::Quant(d), _) => {
                 let mut r0 = 0;
                 while r0 < self.rows {
@@ -329,13 +329,12 @@ impl Ctx<'_> {
                 self.activate(seg, 0, 1, a, b);
                 return;
             }
-            _ => {}
-        }
-        // Input rows per tile: 6 × 4 tiles fit AVX-512's 32 registers (24 accumulators).
-        let max_r = match seg.kind {
-            Kind::Float(_) if max_c == 4 => 6,
-            _ => 4,
+            (Kind::Float(k), _) => k,
+            (Kind::Packed(_), _) => return,
         };
+        // Float batches: input rows per tile; 6 × 4 tiles fit AVX-512's 32 registers (24
+        // accumulators).
+        let max_r = if max_c == 4 { 6 } else { 4 };
         let mut r0 = 0;
         while r0 < self.rows {
             let r1 = (r0 + ROW_BLOCK).min(self.rows);
@@ -345,13 +344,10 @@ impl Ctx<'_> {
                 let mut r = r0;
                 while r < r1 {
                     let rr = max_r.min(r1 - r);
-                    match seg.kind {
-                        Kind::Float(k) => match rr {
-                            6 => by_shape!(@c 6, c, float_tile(self, k, seg, r, o), [1, 2, 3, 4]),
-                            5 => by_shape!(@c 5, c, float_tile(self, k, seg, r, o), [1, 2, 3, 4]),
-                            _ => by_shape!(rr, c, float_tile(self, k, seg, r, o), [1, 2, 3, 4]),
-                        },
-                        Kind::Quant(_) | Kind::Packed(_) => {}
+                    match rr {
+                        6 => by_shape!(@c 6, c, float_tile(self, k, seg, r, o), [1, 2, 3, 4]),
+                        5 => by_shape!(@c 5, c, float_tile(self, k, seg, r, o), [1, 2, 3, 4]),
+                        _ => by_shape!(rr, c, float_tile(self, k, seg, r, o), [1, 2, 3, 4]),
                     }
                     r += rr;
                 }

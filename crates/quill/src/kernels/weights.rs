@@ -119,12 +119,8 @@ impl Matrix {
     /// converted copy replaced it): their pages leave the resident set. A no-op for owned data.
     pub fn release_source(&self) {
         match &self.data {
-            WeightData::Mapped { bytes, offset, len } => bytes.release(*offset, len * 4),
-            WeightData::Half {
-                bytes, offset, len, ..
-            } => bytes.release(*offset, len * 2),
             WeightData::Quant(q) => q.release(),
-            WeightData::Owned(_) => {}
+            _ => self.release_rows(0, self.rows),
         }
     }
 

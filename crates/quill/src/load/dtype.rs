@@ -217,46 +217,68 @@ fn stretch_rows(cols: usize) -> usize {
     ((4 << 20) / (4 * cols.max(1))).max(1)
 }
 
+/// Converts rows `start..` of `m` into `out` (as many rows as it holds, `out_row_bytes` each):
+/// `f(scratch, row, r, out_row)` gets row `r` as f32, on the pool, in stretches of
+/// [`stretch_rows`]; each stretch's rows of a mapped source are handed back once converted.
+fn convert_rows<T>(
+    m: &Matrix,
+    start: usize,
+    out: &mut [u8],
+    out_row_bytes: usize,
+    init: impl Fn() -> T + Sync + Send,
+    f: impl Fn(&mut T, &[f32], usize, &mut [u8]) -> Result<(), String> + Sync + Send,
+) -> Result<(), String> {
+    if out_row_bytes == 0 {
+        return Ok(());
+    }
+    let step = stretch_rows(m.cols);
+    for (k, stretch) in out.chunks_mut(step * out_row_bytes).enumerate() {
+        let first = start + k * step;
+        stretch
+            .par_chunks_mut(out_row_bytes)
+            .enumerate()
+            .try_for_each_init(
+                || (vec![0.0f32; m.cols], init()),
+                |(row, scratch), (i, o)| {
+                    m.row_into(first + i, row);
+                    f(scratch, row, first + i, o)
+                },
+            )?;
+        m.release_rows(first, stretch.len() / out_row_bytes);
+    }
+    Ok(())
+}
+
 /// `m` [rows, cols] as little-endian f16 or bf16 bytes (round to nearest even).
 fn to_half(m: &Matrix, bf16: bool) -> Result<Matrix, String> {
     let (rows, cols) = (m.rows, m.cols);
     let mut bytes = vec![0u8; rows * cols * 2];
-    let step = stretch_rows(cols);
-    for (k, stretch) in bytes.chunks_mut((step * cols * 2).max(1)).enumerate() {
-        if cols == 0 {
-            break;
-        }
-        let first = k * step;
-        stretch
-            .par_chunks_mut(cols * 2)
-            .enumerate()
-            .try_for_each_init(
-                || vec![0.0f32; cols],
-                |row, (r, out)| {
-                    let r = first + r;
-                    m.row_into(r, row);
-                    for (o, &x) in out.chunks_exact_mut(2).zip(row.iter()) {
-                        let (b, inf) = if bf16 {
-                            let h = half::bf16::from_f32(x);
-                            (h.to_le_bytes(), h.is_infinite())
-                        } else {
-                            let h = half::f16::from_f32(x);
-                            (h.to_le_bytes(), h.is_infinite())
-                        };
-                        if inf && x.is_finite() {
-                            let kind = if bf16 { "bf16" } else { "f16" };
-                            return Err(format!(
-                                "row {r} holds {x}, beyond the range of {kind} (shape [{rows}, \
-                                 {cols}])"
-                            ));
-                        }
-                        o.copy_from_slice(&b);
-                    }
-                    Ok(())
-                },
-            )?;
-        m.release_rows(first, stretch.len() / (cols * 2));
-    }
+    convert_rows(
+        m,
+        0,
+        &mut bytes,
+        cols * 2,
+        || (),
+        |_, row, r, out| {
+            for (o, &x) in out.chunks_exact_mut(2).zip(row.iter()) {
+                let (b, inf) = if bf16 {
+                    let h = half::bf16::from_f32(x);
+                    (h.to_le_bytes(), h.is_infinite())
+                } else {
+                    let h = half::f16::from_f32(x);
+                    (h.to_le_bytes(), h.is_infinite())
+                };
+                if inf && x.is_finite() {
+                    let kind = if bf16 { "bf16" } else { "f16" };
+                    return Err(format!(
+                        "row {r} holds {x}, beyond the range of {kind} (shape [{rows}, {cols}])"
+                    ));
+                }
+                o.copy_from_slice(&b);
+            }
+            Ok(())
+        },
+    )?;
     Ok(Matrix {
         rows,
         cols,
@@ -308,36 +330,26 @@ fn quantize_rows(m: &Matrix, start: usize, rows: usize, dtype: DType) -> Result<
         .bytes_for(cols)
         .ok_or_else(|| format!("{cols} columns are not whole {dtype} blocks"))?;
     let mut bytes = vec![0u8; rows * row_bytes];
-    let step = stretch_rows(cols);
-    for (k, stretch) in bytes.chunks_mut((step * row_bytes).max(1)).enumerate() {
-        if row_bytes == 0 {
-            break;
-        }
-        let first = start + k * step;
-        stretch
-            .par_chunks_mut(row_bytes)
-            .enumerate()
-            .try_for_each_init(
-                || (vec![0.0f32; cols], Vec::with_capacity(row_bytes)),
-                |(row, q), (r, out)| {
-                    let r = first - start + r;
-                    m.row_into(start + r, row);
-                    q.clear();
-                    quantize_row(row, q);
-                    if !quantize::scales_finite(dtype, q) {
-                        let amax = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-                        return Err(format!(
-                            "row {} holds values up to {amax}: too large for {dtype}'s f16 \
-                             block scales",
-                            start + r
-                        ));
-                    }
-                    out.copy_from_slice(q);
-                    Ok(())
-                },
-            )?;
-        m.release_rows(first, stretch.len() / row_bytes);
-    }
+    let scratch = || Vec::with_capacity(row_bytes);
+    convert_rows(
+        m,
+        start,
+        &mut bytes,
+        row_bytes,
+        scratch,
+        |q, row, r, out| {
+            q.clear();
+            quantize_row(row, q);
+            if !quantize::scales_finite(dtype, q) {
+                let amax = row.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                return Err(format!(
+                    "row {r} holds values up to {amax}: too large for {dtype}'s f16 block scales"
+                ));
+            }
+            out.copy_from_slice(q);
+            Ok(())
+        },
+    )?;
     QuantPart::new(dtype, rows, cols, &Bytes::Owned(Arc::new(bytes)), 0)
         .ok_or_else(|| format!("cannot hold {rows} × {cols} values as {dtype}"))
 }

@@ -39,13 +39,14 @@ unsafe fn hsum_epi32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(s)
 }
 
-/// How far ahead of the super-block being read decode prefetches weights (bytes).
+/// How far ahead of the block being read decode prefetches weights (bytes).
 const PREFETCH: usize = 1024;
 
 /// Decode streams the weights once: asks for the `len` bytes `PREFETCH` ahead of `p` (a
-/// prefetch past the matrix's end is a no-op).
+/// prefetch past the matrix's end is a no-op). Measured: GPT-2 q4_0 decode, medians of 6
+/// alternated runs, 193 → 204 tokens/s in the interleaved kernel, → 215 with the Q6_K head too.
 #[inline(always)]
-unsafe fn prefetch_ahead(p: *const u8, len: usize) {
+pub(super) unsafe fn prefetch_ahead(p: *const u8, len: usize) {
     let ahead = p.wrapping_add(PREFETCH);
     for l in (0..len).step_by(64) {
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(l).cast());

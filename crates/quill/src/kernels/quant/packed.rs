@@ -45,18 +45,11 @@ fn scale_bytes(dtype: DType) -> usize {
 /// into the interleaved layout. `dtype` must be [`packable`].
 pub fn pack(dtype: DType, src: &[u8], rows: usize, row_bytes: usize) -> Vec<u8> {
     debug_assert!(packable(dtype) && rows.is_multiple_of(LANES) && src.len() == rows * row_bytes);
-    let bb = dtype.block_bytes();
+    let gbytes = LANES * row_bytes.max(1);
     let mut out = vec![0u8; rows * row_bytes];
-    out.par_chunks_mut(LANES * row_bytes.max(1))
-        .enumerate()
-        .for_each(|(g, dst)| {
-            for (b, gb) in dst.chunks_exact_mut(LANES * bb).enumerate() {
-                for c in 0..LANES {
-                    let at = (g * LANES + c) * row_bytes + b * bb;
-                    put_block(dtype, gb, c, &src[at..at + bb]);
-                }
-            }
-        });
+    out.par_chunks_mut(gbytes)
+        .zip(src.par_chunks(gbytes))
+        .for_each(|(dst, src)| pack_group(dtype, src, dst, row_bytes));
     out
 }
 
@@ -65,20 +58,25 @@ pub fn pack(dtype: DType, src: &[u8], rows: usize, row_bytes: usize) -> Vec<u8> 
 /// layouts, so each group is repacked from a copy of itself (one group's bytes per thread).
 pub fn pack_in_place(dtype: DType, data: &mut [u8], rows: usize, row_bytes: usize) {
     debug_assert!(packable(dtype) && rows.is_multiple_of(LANES) && data.len() == rows * row_bytes);
-    let bb = dtype.block_bytes();
     data.par_chunks_mut(LANES * row_bytes.max(1)).for_each_init(
         || Vec::with_capacity(LANES * row_bytes),
         |src: &mut Vec<u8>, dst| {
             src.clear();
             src.extend_from_slice(dst);
-            for (b, gb) in dst.chunks_exact_mut(LANES * bb).enumerate() {
-                for c in 0..LANES {
-                    let at = c * row_bytes + b * bb;
-                    put_block(dtype, gb, c, &src[at..at + bb]);
-                }
-            }
+            pack_group(dtype, src, dst, row_bytes);
         },
     );
+}
+
+/// One group: the 8 row-major rows `src` (`8 · row_bytes` bytes) interleaved into `dst`.
+fn pack_group(dtype: DType, src: &[u8], dst: &mut [u8], row_bytes: usize) {
+    let bb = dtype.block_bytes();
+    for (b, gb) in dst.chunks_exact_mut(LANES * bb).enumerate() {
+        for c in 0..LANES {
+            let at = c * row_bytes + b * bb;
+            put_block(dtype, gb, c, &src[at..at + bb]);
+        }
+    }
 }
 
 /// Writes row `c`'s block `blk` (its row-major bytes) into group-block `gb`.
