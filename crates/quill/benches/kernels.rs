@@ -82,22 +82,24 @@ fn weights(storage: &str) -> Matrix {
             },
         }
     };
+    // Float matrices as a loaded model has them (panels of 16 rows), unless asked for rows.
+    let float = |m: Matrix| if rows_only { m } else { m.interleaved() };
     match storage.trim_end_matches("-rows") {
-        "f16" => half(false),
-        "bf16" => half(true),
+        "f16" => float(half(false)),
+        "bf16" => float(half(true)),
         "q8_0" => quantized(DType::Q8_0, quant::quantize_row_q8_0),
         "q4_0" => quantized(DType::Q4_0, quant::quantize_row_q4_0),
         "q4_1" => quantized(DType::Q4_1, quant::quantize_row_q4_1),
         "q4_k" => k_blocks(DType::Q4K, &[0, 2]),
         "q5_k" => k_blocks(DType::Q5K, &[0, 2]),
         "q6_k" => k_blocks(DType::Q6K, &[208]),
-        _ => Matrix::from_vec(OUT, IN, w),
+        _ => float(Matrix::from_vec(OUT, IN, w)),
     }
 }
 
 #[divan::bench(
     args = [
-        "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q8_0-rows", "q4_0-rows", "q4_1-rows",
+        "f32", "f16", "bf16", "f32-rows", "f16-rows", "q8_0", "q4_0", "q4_1", "q8_0-rows", "q4_0-rows", "q4_1-rows",
         "q4_k", "q5_k", "q6_k",
     ],
     consts = [1, 8, 64]
@@ -139,4 +141,44 @@ fn attention_decode_step(bencher: Bencher, positions: usize) {
             &mut out,
         )
     });
+}
+
+/// GPT-2's tied output head, [50257, 768]: larger than the caches, so the weights stream from
+/// DRAM as in a whole decode step (where every matrix has left the cache by its next use).
+#[divan::bench(args = ["f32", "f16", "q4_0"], consts = [1, 8], sample_count = 20)]
+fn matmul_head<const ROWS: usize>(bencher: Bencher, storage: &str) {
+    const VOCAB: usize = 50257;
+    let v = values(VOCAB * IN, 9);
+    let w = match storage {
+        "f16" => Matrix {
+            rows: VOCAB,
+            cols: IN,
+            data: WeightData::Half {
+                bytes: Bytes::Owned(Arc::new(
+                    v.iter()
+                        .flat_map(|&f| half::f16::from_f32(f).to_le_bytes())
+                        .collect(),
+                )),
+                offset: 0,
+                len: VOCAB * IN,
+                bf16: false,
+            },
+        },
+        "q4_0" => {
+            let mut bytes = Vec::new();
+            for row in v.chunks_exact(IN) {
+                quant::quantize_row_q4_0(row, &mut bytes);
+            }
+            let b = Bytes::Owned(Arc::new(bytes));
+            let part = QuantPart::new(DType::Q4_0, VOCAB, IN, &b, 0).expect("whole blocks");
+            Matrix::quantized(QuantMatrix::new(IN, vec![part]))
+        }
+        _ => Matrix::from_vec(VOCAB, IN, v),
+    }
+    .interleaved();
+    let x = values(ROWS * IN, 2);
+    let mut out = vec![0.0f32; ROWS * VOCAB];
+    bencher
+        .counter(divan::counter::BytesCount::new(w.weight_bytes()))
+        .bench_local(|| matmul(black_box(&x), black_box(&w), None, &mut out));
 }

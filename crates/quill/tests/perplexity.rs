@@ -2,15 +2,15 @@
 //! errors, and the quality cost of each `LoadOptions::dtype` on the embedded model.
 //!
 //! Measured on `common::SHAKESPEARE` (999 characters, 998 scored; window 128, stride 64) with
-//! the embedded model (a bf16 file; as loaded, its token embedding stays bf16 and its GPT-2
-//! Conv1D matrices are transposed into f32):
+//! the embedded model (a bf16 file; as loaded, every matrix stays bf16, regrouped into the
+//! float kernels' panels):
 //!
 //! | dtype | perplexity | vs stored |
 //! |---|---|---|
 //! | as loaded, f32, bf16, f16 | 3.4629 | 0 |
-//! | q8_0 | 3.4704 | +0.2% |
-//! | q4_1 | 3.6666 | +5.9% |
-//! | q4_0 | 3.7307 | +7.7% |
+//! | q8_0 | 3.4716 | +0.3% |
+//! | q4_1 | 3.6682 | +5.9% |
+//! | q4_0 | 3.7309 | +7.7% |
 //!
 //! Bounds asserted (with margin): stored < 4.0; f32 and bf16 identical to stored (exact
 //! widening), f16 within 1e-4 relative; q8_0 within ±1%; q4_0 and q4_1 below +10%.

@@ -8,6 +8,7 @@
 mod activation;
 mod attention;
 mod matmul;
+mod panel;
 pub mod quant;
 mod simd;
 mod tile;
@@ -16,7 +17,10 @@ mod weights;
 pub use activation::Act;
 pub use attention::attention;
 pub use matmul::{matmul, matmul_act};
+pub use panel::Panels;
+pub(crate) use panel::PANEL;
 pub use simd::{axpy, describe as simd_level};
+pub(crate) use tile::WKind;
 pub use weights::{Matrix, WeightData};
 
 /// Dot product (SIMD where the CPU has it; fixed summation order, so results do not depend on

@@ -29,13 +29,26 @@ fn close(a: &[f32], b: &[f64], tol: f64) {
 
 #[test]
 fn matmul_matches_reference_on_odd_sizes() {
-    for &(rows, n_in, n_out) in &[(1, 1, 1), (3, 7, 5), (2, 33, 17), (5, 67, 3)] {
+    let shapes = [
+        (1, 1, 1),
+        (3, 7, 5),
+        (2, 33, 17),
+        (5, 67, 3),
+        (7, 33, 37),
+        (19, 100, 50),
+    ];
+    for &(rows, n_in, n_out) in &shapes {
         let x = values(rows * n_in, 1);
         let w = values(n_out * n_in, 2);
         let b = values(n_out, 3);
         let m = Matrix::from_vec(n_out, n_in, w.clone());
         let mut out = vec![0.0; rows * n_out];
         matmul(&x, &m, Some(&b), &mut out);
+        // The panel layout a loaded model uses (whole panels and a row-major rest).
+        let p = m.clone().interleaved();
+        assert_eq!(matches!(p.data, WeightData::Panel(_)), n_out >= 16);
+        let mut via_panels = vec![0.0; rows * n_out];
+        matmul(&x, &p, Some(&b), &mut via_panels);
         let mut want = vec![0.0f64; rows * n_out];
         for r in 0..rows {
             for o in 0..n_out {
@@ -47,6 +60,7 @@ fn matmul_matches_reference_on_odd_sizes() {
             }
         }
         close(&out, &want, 1e-5);
+        close(&via_panels, &want, 1e-5);
     }
 }
 
@@ -384,6 +398,15 @@ fn half_weights_compute_exactly_what_their_f32_widening_computes() {
             matmul(&x[..cols], &f, None, &mut one_f);
             assert_eq!(one, one_f, "bf16 = {bf16}, offset {offset}");
             assert_eq!(one, a[..rows], "single row equals row 0 of the batch");
+            // In panels too: the 16-bit panels compute what the f32 panels of their widening do.
+            let (mp, fp) = (m.clone().interleaved(), f.clone().interleaved());
+            assert!(matches!(mp.data, WeightData::Panel(_)));
+            for k in [1, 5] {
+                let (mut a, mut b) = (vec![0.0; k * rows], vec![0.0; k * rows]);
+                matmul(&x[..k * cols], &mp, None, &mut a);
+                matmul(&x[..k * cols], &fp, None, &mut b);
+                assert_eq!(a, b, "panels, {k} rows, bf16 = {bf16}, offset {offset}");
+            }
         }
     }
 }
@@ -641,11 +664,22 @@ fn batch_composition_does_not_change_any_output() {
     let packed = Matrix::quantized(q.interleaved());
     let q = Matrix::quantized(q);
     let f = Matrix::from_vec(rows, cols, values(rows * cols, 61));
-    for m in [&q, &packed, &f] {
-        let x = values(9 * cols, 62);
-        let mut all = vec![0.0; 9 * rows];
+    let panels = f.clone().interleaved();
+    assert!(matches!(panels.data, WeightData::Panel(_)));
+    for m in [&q, &packed, &f, &panels] {
+        // More rows than one row block of the driver, in passes of every size.
+        let x = values(19 * cols, 62);
+        let mut all = vec![0.0; 19 * rows];
         matmul(&x, m, None, &mut all);
-        for (start, n) in [(0usize, 1usize), (2, 3), (4, 5), (8, 1)] {
+        for (start, n) in [
+            (0usize, 1usize),
+            (2, 3),
+            (4, 5),
+            (8, 1),
+            (1, 16),
+            (9, 10),
+            (11, 2),
+        ] {
             let mut part = vec![0.0; n * rows];
             matmul(&x[start * cols..(start + n) * cols], m, None, &mut part);
             assert_eq!(
@@ -656,7 +690,7 @@ fn batch_composition_does_not_change_any_output() {
             );
         }
         // The fused activation is the product then the activation, bit for bit.
-        let mut fused = vec![0.0; 9 * rows];
+        let mut fused = vec![0.0; 19 * rows];
         matmul_act(&x, m, None, &mut fused, Act::GeluTanh);
         gelu_tanh(&mut all);
         assert_eq!(fused, all);

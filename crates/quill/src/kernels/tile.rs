@@ -19,6 +19,25 @@ pub(crate) enum WKind {
     Bf16,
 }
 
+impl WKind {
+    /// Bytes per weight.
+    pub(crate) fn bytes(self) -> usize {
+        match self {
+            WKind::F32 => 4,
+            WKind::F16 | WKind::Bf16 => 2,
+        }
+    }
+
+    /// The storage's name (`f32`, `f16`, `bf16`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            WKind::F32 => "f32",
+            WKind::F16 => "f16",
+            WKind::Bf16 => "bf16",
+        }
+    }
+}
+
 /// `out[r][c] = Σ_i x[r][i] · w[c][i]` for `i < n`, where `w[c]` points at `n` weights of
 /// `kind`; the weights `ahead` bytes past each row are prefetched as it streams (the next tile's
 /// rows, which DRAM would otherwise deliver only on demand; 0 for none). `R` is 1..=6 and `C` 1..=4.
@@ -93,7 +112,7 @@ pub(crate) unsafe fn span<const R: usize, const C: usize, F: FnMut(usize, [[f32;
 
 /// Weight `i` of a row at `p`.
 #[inline(always)]
-unsafe fn weight(kind: WKind, p: *const u8, i: usize) -> f32 {
+pub(super) unsafe fn weight(kind: WKind, p: *const u8, i: usize) -> f32 {
     match kind {
         WKind::F32 => p.cast::<f32>().add(i).read_unaligned(),
         WKind::F16 => half::f16::from_bits(p.cast::<u16>().add(i).read_unaligned()).to_f32(),

@@ -4,7 +4,9 @@
 //! are widened in registers, blocks feed integer dot products); [`Matrix::row_into`] widens or
 //! dequantizes one row for embedding lookups and conversions.
 
+use super::panel::{Panels, PANEL};
 use super::quant::QuantMatrix;
+use super::tile::WKind;
 use crate::tensor::Bytes;
 
 /// The storage behind a [`Matrix`].
@@ -28,6 +30,9 @@ pub enum WeightData {
         len: usize,
         bf16: bool,
     },
+    /// f32/f16/bf16 rows regrouped in panels of 16 for the float kernels ([`super::panel`]):
+    /// what a loaded model's float matrices become (see [`Matrix::interleaved`]).
+    Panel(Panels),
 }
 
 impl WeightData {
@@ -54,7 +59,7 @@ impl WeightData {
     /// [`WeightData::Quant`] first, as [`super::matmul`] and [`Matrix::row_into`] do).
     pub fn as_slice(&self) -> &[f32] {
         match self {
-            WeightData::Quant(_) | WeightData::Half { .. } => &[],
+            WeightData::Quant(_) | WeightData::Half { .. } | WeightData::Panel(_) => &[],
             WeightData::Owned(v) => v,
             WeightData::Mapped { bytes, offset, len } => {
                 let data = &bytes.as_slice()[*offset..*offset + *len * 4];
@@ -105,14 +110,44 @@ impl Matrix {
         }
     }
 
-    /// The same matrix with its Q8_0 / Q4_0 / Q4_1 rows interleaved for the integer kernels
-    /// (in place where this matrix alone owns its blocks, else a repacked copy; see
-    /// [`super::quant::packed`]); other storage comes back as it is.
+    /// The same matrix laid out for the kernels: Q8_0 / Q4_0 / Q4_1 rows interleaved for the
+    /// integer kernels (in place where this matrix alone owns its blocks, else a repacked copy;
+    /// see [`super::quant::packed`]); f32, f16 and bf16 rows regrouped in panels of 16
+    /// ([`super::panel`]; a copy, the mapped source's pages handed back as it is read).
+    /// Other storage, and matrices of fewer than 16 rows, come back as they are.
     pub fn interleaved(self) -> Matrix {
-        match self.data {
-            WeightData::Quant(q) => Matrix::quantized(q.into_interleaved()),
-            data => Matrix { data, ..self },
-        }
+        let (rows, cols) = (self.rows, self.cols);
+        let float = |kind: WKind, src: &[u8]| {
+            WeightData::Panel(Panels::build(kind, rows, cols, src, |r0, n| {
+                self.release_rows(r0, n)
+            }))
+        };
+        let data = match &self.data {
+            WeightData::Quant(_) => {
+                let WeightData::Quant(q) = self.data else {
+                    unreachable!("matched just above")
+                };
+                return Matrix::quantized(q.into_interleaved());
+            }
+            _ if rows < PANEL || cols == 0 => return self,
+            WeightData::Owned(_) | WeightData::Mapped { .. } => {
+                let f = self.as_slice();
+                // SAFETY: reinterpreting initialised f32 values as their bytes.
+                let b = unsafe { std::slice::from_raw_parts(f.as_ptr().cast::<u8>(), f.len() * 4) };
+                float(WKind::F32, b)
+            }
+            WeightData::Half {
+                bytes,
+                offset,
+                len,
+                bf16,
+            } => {
+                let kind = if *bf16 { WKind::Bf16 } else { WKind::F16 };
+                float(kind, &bytes.as_slice()[*offset..*offset + *len * 2])
+            }
+            WeightData::Panel(_) => return self,
+        };
+        Matrix { rows, cols, data }
     }
 
     /// Tells the OS this matrix's memory-mapped bytes will not be read again soon (after a
@@ -136,7 +171,7 @@ impl Matrix {
             WeightData::Half { bytes, offset, .. } => {
                 bytes.release(offset + r0 * self.cols * 2, n * self.cols * 2)
             }
-            WeightData::Quant(_) | WeightData::Owned(_) => {}
+            WeightData::Quant(_) | WeightData::Owned(_) | WeightData::Panel(_) => {}
         }
     }
 
@@ -147,7 +182,7 @@ impl Matrix {
     /// The same matrix with f32 storage (a copy when quantized).
     pub fn to_f32(&self) -> Matrix {
         match &self.data {
-            WeightData::Quant(_) | WeightData::Half { .. } => {
+            WeightData::Quant(_) | WeightData::Half { .. } | WeightData::Panel(_) => {
                 let mut v = vec![0.0; self.rows * self.cols];
                 for (r, row) in v.chunks_exact_mut(self.cols.max(1)).enumerate() {
                     self.row_into(r, row);
@@ -167,6 +202,7 @@ impl Matrix {
     pub fn row_into(&self, r: usize, out: &mut [f32]) {
         match &self.data {
             WeightData::Quant(q) => q.row_into(r, out),
+            WeightData::Panel(p) => p.row_into(r, out),
             WeightData::Half {
                 bytes,
                 offset,
@@ -184,6 +220,7 @@ impl Matrix {
     pub fn weight_bytes(&self) -> usize {
         match &self.data {
             WeightData::Quant(q) => q.weight_bytes(),
+            WeightData::Panel(p) => p.bytes().len(),
             WeightData::Half { .. } => self.rows * self.cols * 2,
             _ => self.rows * self.cols * 4,
         }

@@ -124,6 +124,7 @@ pub fn storage_summary(weights: &Weights) -> String {
         match &m.data {
             WeightData::Owned(_) | WeightData::Mapped { .. } => add("f32", n),
             WeightData::Half { bf16, .. } => add(if *bf16 { "bf16" } else { "f16" }, n),
+            WeightData::Panel(p) => add(p.kind().name(), n),
             WeightData::Quant(q) => {
                 for p in &q.parts {
                     add(p.dtype.name(), p.rows * m.cols);
@@ -193,6 +194,7 @@ fn already(m: &Matrix, dtype: WeightDtype) -> bool {
             *bf16 == (dtype == WeightDtype::Bf16)
         }
         (WeightData::Quant(q), _) => q.parts.iter().all(|p| p.dtype == dtype.dtype()),
+        (WeightData::Panel(p), _) => p.kind().name() == dtype.name(),
         _ => false,
     }
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use crate::config::{Activation, ModelConfig, NormKind};
 use crate::error::{Error, Result};
 use crate::kernels::quant::{QuantMatrix, QuantPart};
-use crate::kernels::{Matrix, WeightData};
+use crate::kernels::{Matrix, Panels, WKind, WeightData, PANEL};
 use crate::tensor::{DType, RawTensor, TensorStore};
 
 /// A normalisation layer's parameters.
@@ -218,6 +218,27 @@ impl<'a> Fetch<'a> {
                 bf16: t.dtype == DType::BF16,
             };
             return Ok(Matrix { rows, cols, data });
+        }
+        // Stored [in, out] (Conv1D): straight into the kernels' panels, no transposed copy.
+        let kind = match t.dtype {
+            DType::F32 => Some(WKind::F32),
+            DType::F16 => Some(WKind::F16),
+            DType::BF16 => Some(WKind::Bf16),
+            _ => None,
+        };
+        if let (Orient::InOut, Some(kind), true, true) = (
+            orient,
+            kind,
+            t.is_contiguous(),
+            rows >= PANEL && cfg!(target_endian = "little"),
+        ) {
+            let len = rows * cols * kind.bytes();
+            let src = t.bytes.as_slice().get(t.offset..t.offset + len);
+            if let Some(src) = src {
+                let data = WeightData::Panel(Panels::build_transposed(kind, rows, cols, src));
+                t.bytes.release(t.offset, len);
+                return Ok(Matrix { rows, cols, data });
+            }
         }
         let v = t.to_f32()?;
         // The copy replaces the file's bytes: hand a mapped file's pages back, so the resident

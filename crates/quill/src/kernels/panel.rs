@@ -1,0 +1,482 @@
+//! Float weights (f32, f16, bf16) in panels of 16 rows, and the "outer-product" micro-kernels
+//! that read them: the layout of a loaded model's float matrices.
+//!
+//! A panel holds 16 consecutive weight rows column by column: `[cols][16]` values, so one step
+//! along the inner dimension reads the 16 rows' weights for that input (one 64-byte line in
+//! f32). A tile broadcasts one activation value per input row and multiply-adds it into 16
+//! output lanes per row: every load feeds every row of the tile and no horizontal sums are
+//! needed, where the dot-product tiles ([`super::tile`]) load each activation vector per tile
+//! and finish every output with a horizontal sum. With 6 input rows × 16 outputs in 12
+//! registers, the per-step traffic is 2 weight vectors and 6 broadcasts for 12 multiply-adds,
+//! which keeps batches and prefill near the FMA peak instead of the cache's bandwidth.
+//!
+//! **Every output is one fused multiply-add chain** `acc ← fma(x[i], w[i], acc)` for
+//! `i = 0..cols`, starting from +0: the order does not depend on the tile shape, the number of
+//! rows in the batch, the threads, or the vector width (each lane is its own chain), so a
+//! sequence's logits are bit-identical alone or in any batch, and the portable kernel (using
+//! `f32::mul_add`) gives the same bits as the AVX2 one.
+//!
+//! Rows past the last whole panel (`rows % 16`) stay row-major after the panels and go through
+//! the dot-product tiles.
+
+use super::tile::WKind;
+
+/// Rows per panel.
+pub(crate) const PANEL: usize = 16;
+
+/// One cache line: the unit of the panel buffer, so every panel starts 64-byte aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// A float matrix `[rows, cols]` regrouped in panels (see the module documentation). Owned:
+/// building one copies the weights (the source's file pages can then be released).
+#[derive(Clone)]
+pub struct Panels {
+    kind: WKind,
+    rows: usize,
+    cols: usize,
+    store: Store,
+}
+
+/// The panels' memory (shared by clones; never written after the build).
+#[derive(Clone)]
+enum Store {
+    /// An anonymous map advised to use transparent huge pages: about 500 page faults instead of
+    /// 250,000 for GPT-2's 500 MB while building, and fewer TLB misses while streaming.
+    Map(std::sync::Arc<memmap2::MmapMut>),
+    /// Where the OS gives no such map: the heap, 64-byte aligned.
+    Heap(std::sync::Arc<Vec<Line>>),
+}
+
+/// A zeroed, writable buffer of at least `len` bytes for [`Store`].
+enum Draft {
+    Map(memmap2::MmapMut),
+    Heap(Vec<Line>),
+}
+
+impl Draft {
+    fn new(len: usize) -> Draft {
+        #[cfg(target_os = "linux")]
+        if len >= 4 << 20 {
+            if let Ok(m) = memmap2::MmapOptions::new().len(len).map_anon() {
+                // Failure only means small pages.
+                let _ = m.advise(memmap2::Advice::HugePage);
+                return Draft::Map(m);
+            }
+        }
+        Draft::Heap(vec![Line([0; 64]); len.div_ceil(64)])
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        match self {
+            Draft::Map(m) => m,
+            // SAFETY: `Line` is 64 plain bytes; the view covers exactly the allocation.
+            Draft::Heap(v) => unsafe {
+                std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), v.len() * 64)
+            },
+        }
+    }
+
+    fn finish(self) -> Store {
+        match self {
+            Draft::Map(m) => Store::Map(std::sync::Arc::new(m)),
+            Draft::Heap(v) => Store::Heap(std::sync::Arc::new(v)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Panels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Panels({:?}, [{}, {}], {} bytes)",
+            self.kind,
+            self.rows,
+            self.cols,
+            self.bytes().len()
+        )
+    }
+}
+
+impl Panels {
+    /// Regroups `src`, `rows × cols` row-major values of `kind` (little-endian bytes), calling
+    /// `done(r0, n)` once rows `r0..r0 + n` have been read (so a mapped source can hand its pages
+    /// back stretch by stretch). Panels are built in parallel.
+    pub(crate) fn build(
+        kind: WKind,
+        rows: usize,
+        cols: usize,
+        src: &[u8],
+        done: impl Fn(usize, usize) + Sync,
+    ) -> Panels {
+        Self::regroup(kind, rows, cols, src, false, done)
+    }
+
+    /// [`Self::build`] from `src` stored `[cols, rows]` (`[in, out]`, as Hugging Face GPT-2's
+    /// Conv1D matrices): one step of a panel is 16 consecutive source values, so this is a
+    /// gather of short runs, with no transposed copy in between.
+    pub(crate) fn build_transposed(kind: WKind, rows: usize, cols: usize, src: &[u8]) -> Panels {
+        Self::regroup(kind, rows, cols, src, true, |_, _| {})
+    }
+
+    fn regroup(
+        kind: WKind,
+        rows: usize,
+        cols: usize,
+        src: &[u8],
+        transposed: bool,
+        done: impl Fn(usize, usize) + Sync,
+    ) -> Panels {
+        use rayon::prelude::*;
+        let es = kind.bytes();
+        let row_bytes = cols * es;
+        assert_eq!(src.len(), rows * row_bytes, "panel source size");
+        let mut draft = Draft::new(rows * row_bytes);
+        let dst = draft.bytes();
+        let full = rows / PANEL * PANEL;
+        let panel_bytes = PANEL * row_bytes;
+        let (body, tail) = dst.split_at_mut(full * row_bytes);
+        // A few panels per job: about 1 MiB, so the source is released as it is read.
+        let per_job = (1 << 20) / panel_bytes.max(1) + 1;
+        body.par_chunks_mut(per_job * panel_bytes.max(1))
+            .enumerate()
+            .for_each(|(j, out)| {
+                let r0 = j * per_job * PANEL;
+                for (p, panel) in out.chunks_exact_mut(panel_bytes).enumerate() {
+                    let first = r0 + p * PANEL;
+                    if transposed {
+                        // Step i of the panel: source row i, values first..first + 16.
+                        let run = PANEL * es;
+                        for (i, step) in panel.chunks_exact_mut(run).enumerate() {
+                            step.copy_from_slice(&src[(i * rows + first) * es..][..run]);
+                        }
+                        continue;
+                    }
+                    let rows = &src[first * row_bytes..][..panel_bytes];
+                    match es {
+                        4 => regroup::<4>(rows, panel, cols),
+                        _ => regroup::<2>(rows, panel, cols),
+                    }
+                }
+                done(r0, out.len() / row_bytes);
+            });
+        let tail = &mut tail[..(rows - full) * row_bytes];
+        if transposed {
+            for (t, row) in tail.chunks_exact_mut(row_bytes).enumerate() {
+                for (i, v) in row.chunks_exact_mut(es).enumerate() {
+                    v.copy_from_slice(&src[(i * rows + full + t) * es..][..es]);
+                }
+            }
+        } else {
+            tail.copy_from_slice(&src[full * row_bytes..]);
+        }
+        done(full, rows - full);
+        Panels {
+            kind,
+            rows,
+            cols,
+            store: draft.finish(),
+        }
+    }
+
+    pub(crate) fn kind(&self) -> WKind {
+        self.kind
+    }
+
+    /// Rows held in whole panels (the rest are row-major after them).
+    pub(crate) fn full_rows(&self) -> usize {
+        self.rows / PANEL * PANEL
+    }
+
+    /// The weight bytes: panels, then the row-major rest.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        let len = self.rows * self.cols * self.kind.bytes();
+        match &self.store {
+            Store::Map(m) => &m[..len],
+            // SAFETY: `Line` is 64 plain bytes and `len` is within the allocation.
+            Store::Heap(v) => unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), len) },
+        }
+    }
+
+    /// Writes row `r` as f32 into `out` [cols] (a strided gather inside a panel).
+    pub(crate) fn row_into(&self, r: usize, out: &mut [f32]) {
+        let es = self.kind.bytes();
+        let bytes = self.bytes();
+        let full = self.full_rows();
+        let widen = |b: &[u8]| match self.kind {
+            WKind::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            WKind::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+            WKind::Bf16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+        };
+        if r >= full {
+            let row = &bytes[r * self.cols * es..][..self.cols * es];
+            for (o, b) in out.iter_mut().zip(row.chunks_exact(es)) {
+                *o = widen(b);
+            }
+            return;
+        }
+        let panel = &bytes[(r / PANEL) * PANEL * self.cols * es..][..PANEL * self.cols * es];
+        let lane = r % PANEL;
+        for (i, o) in out.iter_mut().enumerate().take(self.cols) {
+            *o = widen(&panel[(i * PANEL + lane) * es..][..es]);
+        }
+    }
+}
+
+/// One panel: `src` holds 16 rows of `cols` values of `ES` bytes, row-major; `dst` gets them
+/// `[cols][16]`.
+fn regroup<const ES: usize>(src: &[u8], dst: &mut [u8], cols: usize) {
+    for (l, row) in src.chunks_exact(cols * ES).enumerate() {
+        for (i, v) in row.chunks_exact(ES).enumerate() {
+            let at = (i * PANEL + l) * ES;
+            dst[at..at + ES].copy_from_slice(v);
+        }
+    }
+}
+
+/// `out[r][p][l] = Σ_i x[r][i] · w_p[i][l]` for `P` consecutive panels starting at `w`
+/// (`panel_bytes` apart), as one fma chain per output (module documentation). `R` ≥ 1, `P` ≥ 1.
+/// `fetch` = (`at`, `lines`): the tile prefetches `lines` cache lines from `at` on, spread
+/// evenly over its steps (the weights the next tiles read, which DRAM would otherwise deliver
+/// only when they ask, stalling them; spread so that every pass over a panel keeps DRAM busy).
+///
+/// # Safety
+/// Each `x[r]` must be valid for `n` f32 reads, and `w` for `P` panels of `n × 16` weights of
+/// `kind` each.
+#[inline]
+pub(crate) unsafe fn tile<const R: usize, const P: usize>(
+    kind: WKind,
+    x: &[*const f32; R],
+    w: *const u8,
+    panel_bytes: usize,
+    n: usize,
+    fetch: (*const u8, usize),
+) -> [[[f32; PANEL]; P]; R] {
+    #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx2_f16c() {
+        return match kind {
+            WKind::F32 => avx2::tile::<0, R, P>(x, w, panel_bytes, n, fetch),
+            WKind::F16 => avx2::tile::<1, R, P>(x, w, panel_bytes, n, fetch),
+            WKind::Bf16 => avx2::tile::<2, R, P>(x, w, panel_bytes, n, fetch),
+        };
+    }
+    portable::<R, P>(kind, x, w, panel_bytes, n)
+}
+
+/// The portable kernel: the same chains, with `f32::mul_add` (one rounding, as FMA).
+unsafe fn portable<const R: usize, const P: usize>(
+    kind: WKind,
+    x: &[*const f32; R],
+    w: *const u8,
+    panel_bytes: usize,
+    n: usize,
+) -> [[[f32; PANEL]; P]; R] {
+    let es = kind.bytes();
+    // (No prefetch: this kernel is for machines without the SIMD ones.)
+    let mut acc = [[[0.0f32; PANEL]; P]; R];
+    for i in 0..n {
+        for p in 0..P {
+            let step = w.add(p * panel_bytes + i * PANEL * es);
+            let ws: [f32; PANEL] = std::array::from_fn(|l| super::tile::weight(kind, step, l));
+            for (row, xr) in acc.iter_mut().zip(x) {
+                let xv = *xr.add(i);
+                for (a, &wv) in row[p].iter_mut().zip(&ws) {
+                    *a = xv.mul_add(wv, *a);
+                }
+            }
+        }
+    }
+    acc
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::PANEL;
+
+    /// Weights `l..l + 8` of a panel step at `p`, as f32. `K`: 0 f32, 1 f16, 2 bf16.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8<const K: u8>(p: *const u8, l: usize) -> __m256 {
+        match K {
+            0 => _mm256_loadu_ps(p.cast::<f32>().add(l)),
+            1 => _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * l).cast())),
+            _ => {
+                let h = _mm_loadu_si128(p.add(2 * l).cast());
+                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn tile<const K: u8, const R: usize, const P: usize>(
+        x: &[*const f32; R],
+        w: *const u8,
+        panel_bytes: usize,
+        n: usize,
+        (mut pf, lines): (*const u8, usize),
+    ) -> [[[f32; PANEL]; P]; R] {
+        let es = if K == 0 { 4 } else { 2 };
+        let step = PANEL * es;
+        // Bresenham: `lines` prefetches spread over `n` steps.
+        let mut due = 0;
+        // acc[r][2p + h]: row r, panel p, lanes 8h..8h + 8.
+        let mut acc = [[[_mm256_setzero_ps(); 2]; P]; R];
+        let mut at = w;
+        for i in 0..n {
+            let mut wv = [[_mm256_setzero_ps(); 2]; P];
+            for (p, v) in wv.iter_mut().enumerate() {
+                let s = at.add(p * panel_bytes);
+                *v = [load8::<K>(s, 0), load8::<K>(s, 8)];
+            }
+            due += lines;
+            while due >= n {
+                _mm_prefetch::<_MM_HINT_T0>(pf.cast());
+                pf = pf.wrapping_add(64);
+                due -= n;
+            }
+            for r in 0..R {
+                let xb = _mm256_broadcast_ss(&*x[r].add(i));
+                for p in 0..P {
+                    for h in 0..2 {
+                        acc[r][p][h] = _mm256_fmadd_ps(xb, wv[p][h], acc[r][p][h]);
+                    }
+                }
+            }
+            at = at.add(step);
+        }
+        let mut out = [[[0.0f32; PANEL]; P]; R];
+        for r in 0..R {
+            for p in 0..P {
+                _mm256_storeu_ps(out[r][p].as_mut_ptr(), acc[r][p][0]);
+                _mm256_storeu_ps(out[r][p].as_mut_ptr().add(8), acc[r][p][1]);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
+                (h % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn encode(kind: WKind, v: &[f32]) -> Vec<u8> {
+        v.iter()
+            .flat_map(|&f| match kind {
+                WKind::F32 => f.to_le_bytes().to_vec(),
+                WKind::F16 => half::f16::from_f32(f).to_le_bytes().to_vec(),
+                WKind::Bf16 => half::bf16::from_f32(f).to_le_bytes().to_vec(),
+            })
+            .collect()
+    }
+
+    /// The panel layout gives back every row (in panels and in the row-major rest), and reports
+    /// every row read exactly once.
+    #[test]
+    fn panels_hold_every_row() {
+        for (rows, cols) in [(1usize, 5usize), (16, 3), (37, 7), (50, 33)] {
+            for kind in [WKind::F32, WKind::F16, WKind::Bf16] {
+                let v = values(rows * cols, 3);
+                let src = encode(kind, &v);
+                let seen = std::sync::Mutex::new(vec![0u8; rows]);
+                let p = Panels::build(kind, rows, cols, &src, |r0, n| {
+                    let mut s = seen.lock().expect("not poisoned");
+                    for r in r0..r0 + n {
+                        s[r] += 1;
+                    }
+                });
+                assert!(seen
+                    .into_inner()
+                    .expect("not poisoned")
+                    .iter()
+                    .all(|&c| c == 1));
+                // The same matrix stored [cols, rows] gives the same panels.
+                let t: Vec<f32> = (0..rows * cols)
+                    .map(|j| v[(j % rows) * cols + j / rows])
+                    .collect();
+                let tp = Panels::build_transposed(kind, rows, cols, &encode(kind, &t));
+                assert_eq!(tp.bytes(), p.bytes(), "{kind:?} {rows}x{cols} transposed");
+                let mut row = vec![0.0; cols];
+                for r in 0..rows {
+                    p.row_into(r, &mut row);
+                    for (i, &got) in row.iter().enumerate() {
+                        let want = match kind {
+                            WKind::F32 => v[r * cols + i],
+                            WKind::F16 => half::f16::from_f32(v[r * cols + i]).to_f32(),
+                            WKind::Bf16 => half::bf16::from_f32(v[r * cols + i]).to_f32(),
+                        };
+                        assert_eq!(got.to_bits(), want.to_bits(), "{kind:?} {rows}x{cols}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every tile shape, and the portable kernel, give each output the bits of its fma chain
+    /// over the widened weights, on lengths that are no multiple of the vector width.
+    #[test]
+    fn tiles_compute_one_fma_chain_per_output() {
+        for n in [1usize, 7, 9, 33, 100] {
+            for kind in [WKind::F32, WKind::F16, WKind::Bf16] {
+                let rows = 3 * PANEL;
+                let x = values(6 * n, 1);
+                let src = encode(kind, &values(rows * n, 2));
+                let p = Panels::build(kind, rows, n, &src, |_, _| {});
+                let pb = PANEL * n * kind.bytes();
+                let chain = |r: usize, o: usize| {
+                    let mut w = vec![0.0; n];
+                    p.row_into(o, &mut w);
+                    (0..n).fold(0.0f32, |a, i| x[r * n + i].mul_add(w[i], a))
+                };
+                let xs: [*const f32; 6] = std::array::from_fn(|r| x[r * n..].as_ptr());
+                let base = p.bytes().as_ptr();
+                // SAFETY: `x` rows cover `n` values; the buffer holds 3 whole panels.
+                let (six, one, multi, port) = unsafe {
+                    (
+                        tile::<6, 1>(kind, &xs, base.add(pb), pb, n, (base, 3)),
+                        tile::<1, 3>(kind, &[xs[4]], base, pb, n, (base, 0)),
+                        tile::<2, 2>(kind, &[xs[5], xs[0]], base.add(pb), pb, n, (base, 2 * n)),
+                        portable::<2, 3>(kind, &[xs[1], xs[4]], base, pb, n),
+                    )
+                };
+                for l in 0..PANEL {
+                    for (r, got) in six.iter().enumerate() {
+                        assert_eq!(got[0][l].to_bits(), chain(r, PANEL + l).to_bits());
+                    }
+                    for q in 0..3 {
+                        let o = q * PANEL + l;
+                        assert_eq!(one[0][q][l].to_bits(), chain(4, o).to_bits());
+                        assert_eq!(port[0][q][l].to_bits(), chain(1, o).to_bits());
+                        assert_eq!(port[1][q][l].to_bits(), chain(4, o).to_bits());
+                    }
+                    for (q, (m0, m1)) in multi[0].iter().zip(&multi[1]).enumerate() {
+                        let o = (q + 1) * PANEL + l;
+                        assert_eq!(m0[l].to_bits(), chain(5, o).to_bits());
+                        assert_eq!(m1[l].to_bits(), chain(0, o).to_bits());
+                    }
+                }
+                // And the chains are the products' sums (against f64).
+                let mut w = vec![0.0; n];
+                p.row_into(PANEL + 3, &mut w);
+                let exact: f64 = (0..n).map(|i| x[2 * n + i] as f64 * w[i] as f64).sum();
+                let got = six[2][0][3] as f64;
+                assert!(
+                    (got - exact).abs() < 1e-4 * (1.0 + exact.abs()),
+                    "{got} {exact}"
+                );
+            }
+        }
+    }
+}
