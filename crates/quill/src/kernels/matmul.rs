@@ -406,16 +406,10 @@ impl Ctx<'_> {
         let w = &seg.data[a * seg.row_bytes..b * seg.row_bytes];
         let panels = (b - a) / PANEL;
         debug_assert_eq!(w.len(), panels * pb);
-        // Cache lines of one panel, and where prefetching the panel `d` past `p` starts (the
-        // weights a later pass reads: inside this chunk, else the next chunk's, which another
-        // task may stream, and past the matrix nothing; `wrapping_add`, as a prefetch of any
-        // address is harmless).
-        let lines = pb.div_ceil(64);
-        let next = |p: usize, d: usize| w.as_ptr().wrapping_add((p + d) * pb);
-        // Decode streams four panels at once, and the hardware prefetcher follows those
-        // streams: software prefetch on top measured slower (GPT-2 head, f32: 3.9 → 5.5 ms).
-        let none = (w.as_ptr(), 0);
         if self.rows == 1 {
+            // Decode streams four panels at once, and the hardware prefetcher follows those
+            // streams: software prefetch on top measured slower (GPT-2 head, f32: 3.9 → 5.5 ms).
+            let none = (w.as_ptr(), 0);
             let x = [self.x[..n].as_ptr()];
             let mut p = 0;
             while p + 4 <= panels {
@@ -434,6 +428,11 @@ impl Ctx<'_> {
             self.activate(seg, 0, 1, a, b);
             return;
         }
+        // Cache lines of one panel, and where the panel after `p` starts (inside this chunk,
+        // else the next chunk's, which another task may stream, and past the matrix nothing;
+        // `wrapping_add`, as a prefetch of any address is harmless).
+        let lines = pb.div_ceil(64);
+        let next = |p: usize| w.as_ptr().wrapping_add((p + 1) * pb);
         let mut r0 = 0;
         while r0 < self.rows {
             let r1 = (r0 + ROW_BLOCK).min(self.rows);
@@ -446,7 +445,7 @@ impl Ctx<'_> {
                     let rr = (r1 - r).div_ceil(passes - q);
                     // Every pass fetches its share of the next panel while it computes.
                     let (l0, l1) = (q * lines / passes, (q + 1) * lines / passes);
-                    let ahead = (next(p, 1).wrapping_add(l0 * 64), l1 - l0);
+                    let ahead = (next(p).wrapping_add(l0 * 64), l1 - l0);
                     match rr {
                         1 => panel_tile::<1>(self, kind, seg, r, o, wp, ahead),
                         2 => panel_tile::<2>(self, kind, seg, r, o, wp, ahead),

@@ -117,24 +117,12 @@ impl Matrix {
     /// Other storage, and matrices of fewer than 16 rows, come back as they are.
     pub fn interleaved(self) -> Matrix {
         let (rows, cols) = (self.rows, self.cols);
-        let float = |kind: WKind, src: &[u8]| {
-            WeightData::Panel(Panels::build(kind, rows, cols, src, |r0, n| {
-                self.release_rows(r0, n)
-            }))
-        };
-        let data = match &self.data {
-            WeightData::Quant(_) => {
-                let WeightData::Quant(q) = self.data else {
-                    unreachable!("matched just above")
-                };
-                return Matrix::quantized(q.into_interleaved());
-            }
-            _ if rows < PANEL || cols == 0 => return self,
+        let float: Option<(WKind, &[u8])> = match &self.data {
             WeightData::Owned(_) | WeightData::Mapped { .. } => {
                 let f = self.as_slice();
                 // SAFETY: reinterpreting initialised f32 values as their bytes.
                 let b = unsafe { std::slice::from_raw_parts(f.as_ptr().cast::<u8>(), f.len() * 4) };
-                float(WKind::F32, b)
+                Some((WKind::F32, b))
             }
             WeightData::Half {
                 bytes,
@@ -143,11 +131,22 @@ impl Matrix {
                 bf16,
             } => {
                 let kind = if *bf16 { WKind::Bf16 } else { WKind::F16 };
-                float(kind, &bytes.as_slice()[*offset..*offset + *len * 2])
+                Some((kind, &bytes.as_slice()[*offset..*offset + *len * 2]))
             }
-            WeightData::Panel(_) => return self,
+            WeightData::Quant(_) | WeightData::Panel(_) => None,
         };
-        Matrix { rows, cols, data }
+        if let Some((kind, src)) = float.filter(|_| rows >= PANEL && cols > 0) {
+            let panels = Panels::build(kind, rows, cols, src, |r0, n| self.release_rows(r0, n));
+            return Matrix {
+                rows,
+                cols,
+                data: WeightData::Panel(panels),
+            };
+        }
+        match self.data {
+            WeightData::Quant(q) => Matrix::quantized(q.into_interleaved()),
+            data => Matrix { data, ..self },
+        }
     }
 
     /// Tells the OS this matrix's memory-mapped bytes will not be read again soon (after a
