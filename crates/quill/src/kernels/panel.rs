@@ -295,20 +295,7 @@ mod avx2 {
     use std::arch::x86_64::*;
 
     use super::PANEL;
-
-    /// Weights `l..l + 8` of a panel step at `p`, as f32. `K`: 0 f32, 1 f16, 2 bf16.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load8<const K: u8>(p: *const u8, l: usize) -> __m256 {
-        match K {
-            0 => _mm256_loadu_ps(p.cast::<f32>().add(l)),
-            1 => _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * l).cast())),
-            _ => {
-                let h = _mm_loadu_si128(p.add(2 * l).cast());
-                _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
-            }
-        }
-    }
+    use crate::kernels::tile::avx2::load8;
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]

@@ -152,7 +152,7 @@ unsafe fn portable<const R: usize, const C: usize>(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(super) mod avx2 {
     use std::arch::x86_64::*;
 
     use crate::kernels::simd::hsum256;
@@ -160,7 +160,7 @@ mod avx2 {
     /// Eight weights at element `i` of a row at `p`, as f32. `K`: 0 f32, 1 f16, 2 bf16.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn load8<const K: u8>(p: *const u8, i: usize) -> __m256 {
+    pub(in crate::kernels) unsafe fn load8<const K: u8>(p: *const u8, i: usize) -> __m256 {
         match K {
             0 => _mm256_loadu_ps(p.cast::<f32>().add(i)),
             1 => _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i).cast())),
