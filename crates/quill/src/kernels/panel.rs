@@ -349,15 +349,7 @@ mod avx2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-                (h % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::tests::values;
 
     fn encode(kind: WKind, v: &[f32]) -> Vec<u8> {
         v.iter()

@@ -28,6 +28,17 @@ impl WKind {
         }
     }
 
+    /// The float storage of tensor type `dtype`, if it is one.
+    pub(crate) fn of(dtype: crate::tensor::DType) -> Option<WKind> {
+        use crate::tensor::DType;
+        match dtype {
+            DType::F32 => Some(WKind::F32),
+            DType::F16 => Some(WKind::F16),
+            DType::BF16 => Some(WKind::Bf16),
+            _ => None,
+        }
+    }
+
     /// The storage's name (`f32`, `f16`, `bf16`).
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -327,15 +338,7 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rows(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| {
-                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8;
-                (h % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::kernels::tests::values as rows;
 
     /// Every tile shape gives each output bit-identically, and close to the f64 reference, on
     /// lengths that are not multiples of the vector width.

@@ -22,7 +22,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::kernels::quant::{quantize, QuantMatrix, QuantPart, QK};
-use crate::kernels::{Matrix, WeightData};
+use crate::kernels::{Matrix, WKind, WeightData};
 use crate::model::Weights;
 use crate::tensor::{Bytes, DType};
 
@@ -194,7 +194,7 @@ fn already(m: &Matrix, dtype: WeightDtype) -> bool {
             *bf16 == (dtype == WeightDtype::Bf16)
         }
         (WeightData::Quant(q), _) => q.parts.iter().all(|p| p.dtype == dtype.dtype()),
-        (WeightData::Panel(p), _) => p.kind().name() == dtype.name(),
+        (WeightData::Panel(p), _) => WKind::of(dtype.dtype()) == Some(p.kind()),
         _ => false,
     }
 }

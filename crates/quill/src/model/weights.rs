@@ -220,21 +220,11 @@ impl<'a> Fetch<'a> {
             return Ok(Matrix { rows, cols, data });
         }
         // Stored [in, out] (Conv1D): straight into the kernels' panels, no transposed copy.
-        let kind = match t.dtype {
-            DType::F32 => Some(WKind::F32),
-            DType::F16 => Some(WKind::F16),
-            DType::BF16 => Some(WKind::Bf16),
-            _ => None,
-        };
-        if let (Orient::InOut, Some(kind), true, true) = (
-            orient,
-            kind,
-            t.is_contiguous(),
-            rows >= PANEL && cfg!(target_endian = "little"),
-        ) {
+        let float = WKind::of(t.dtype).filter(|_| cfg!(target_endian = "little"));
+        if let Some(kind) = float.filter(|_| orient == Orient::InOut && rows >= PANEL) {
             let len = rows * cols * kind.bytes();
             let src = t.bytes.as_slice().get(t.offset..t.offset + len);
-            if let Some(src) = src {
+            if let Some(src) = src.filter(|_| t.is_contiguous()) {
                 let data = WeightData::Panel(Panels::build_transposed(kind, rows, cols, src));
                 t.bytes.release(t.offset, len);
                 return Ok(Matrix { rows, cols, data });
