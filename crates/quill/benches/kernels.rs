@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use divan::{black_box, Bencher};
 use quill::kernels::quant::{self, act::QActs, QuantMatrix, QuantPart};
-use quill::kernels::{matmul, Matrix, WeightData};
+use quill::kernels::{matmul, AttnSeq, Matrix, WeightData};
 use quill::tensor::{Bytes, DType};
 
 fn main() {
@@ -124,23 +124,23 @@ fn quantize_activations<const BLOCK: usize>(bencher: Bencher) {
 fn attention_decode_step(bencher: Bencher, positions: usize) {
     let (nh, hd) = (12, 64);
     let q = values(nh * hd, 4);
-    let keys = values(positions * nh * hd, 5);
-    let vals = values(positions * nh * hd, 6);
+    // The KV cache's layout: per head, [positions, hd].
+    let keys: Vec<Vec<f32>> = (0..nh)
+        .map(|h| values(positions * hd, 5 + h as u32))
+        .collect();
+    let vals: Vec<Vec<f32>> = (0..nh)
+        .map(|h| values(positions * hd, 50 + h as u32))
+        .collect();
     let mut scores = vec![0.0; positions];
     let mut out = vec![0.0; nh * hd];
-    bencher.bench_local(|| {
-        quill::kernels::attention(
-            &q,
-            &keys,
-            &vals,
-            positions - 1,
-            nh,
-            nh,
-            hd,
-            &mut scores,
-            &mut out,
-        )
-    });
+    let seq = [AttnSeq {
+        q: &q,
+        keys: &keys,
+        values: &vals,
+        start: positions - 1,
+    }];
+    bencher
+        .bench_local(|| quill::kernels::attention(black_box(&seq), nh, hd, &mut scores, &mut out));
 }
 
 /// GPT-2's tied output head, [50257, 768]: larger than the caches, so the weights stream from

@@ -1,5 +1,6 @@
-//! Causal attention of new query rows over the KV cache, split over the thread pool by
-//! (query row, head) pairs.
+//! Causal attention of new query rows over their sequences' KV caches. One call covers every
+//! sequence of a batch, split over the thread pool by (sequence, query row, head) units, so a
+//! decode step of many sequences is one parallel region per layer instead of one per sequence.
 
 use rayon::prelude::*;
 
@@ -8,35 +9,72 @@ use super::{simd, softmax};
 /// Below this many multiply-adds attention runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 15;
 
-/// Causal attention of `n_new` query rows against a KV cache that already holds their keys and
-/// values. The query row `t` sits at position `start + t` and sees positions `0..=start + t`.
-///
-/// q: [n_new, n_head, hd]; keys/values: [positions, n_kv_head, hd] (at least `start + n_new`
-/// rows); out: [n_new, n_head, hd]. `scores` is scratch, grown as needed (one row of scores per
+/// One sequence's part of an [`attention`] call.
+pub struct AttnSeq<'a> {
+    /// [n_new, n_head, hd]: the new rows' queries; row `t` sits at position `start + t` and
+    /// sees positions `0..=start + t`.
+    pub q: &'a [f32],
+    /// Per KV head, [positions, hd]: at least `start + n_new` positions, the new rows' own keys
+    /// included. Each head's positions are contiguous, so one head's scan streams memory.
+    pub keys: &'a [Vec<f32>],
+    /// Per KV head, [positions, hd], as `keys`.
+    pub values: &'a [Vec<f32>],
+    /// Positions already in the cache before the new rows.
+    pub start: usize,
+}
+
+impl AttnSeq<'_> {
+    fn rows(&self, n_head: usize, hd: usize) -> usize {
+        self.q.len() / (n_head * hd)
+    }
+}
+
+/// Causal attention for every sequence in `seqs`; `out` is [Σ n_new, n_head, hd], the
+/// sequences' rows in order. `scores` is scratch, grown as needed (one row of scores per
 /// parallel task).
 ///
-/// Each (row, head) pair is computed by the same code whatever the split, so results do not
-/// depend on the thread count.
-#[allow(clippy::too_many_arguments)]
+/// Each (sequence, row, head) unit is computed by the same code whatever the split and whatever
+/// else is in the batch, so results depend neither on the thread count nor on the batch.
+///
+/// # Panics
+/// If a sequence's KV head count differs from the others' or does not divide `n_head`, or its
+/// cache holds fewer than `start + n_new` positions (callers' invariants, not user input).
 pub fn attention(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
-    start: usize,
+    seqs: &[AttnSeq<'_>],
     n_head: usize,
-    n_kv_head: usize,
     hd: usize,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    let n_new = q.len() / (n_head * hd);
-    let units = n_new * n_head;
+    let Some(first) = seqs.first() else { return };
+    let n_kv = first.keys.len();
+    assert!(
+        n_kv > 0 && n_head % n_kv == 0,
+        "{n_head} heads over {n_kv} KV heads"
+    );
+    let group = n_head / n_kv;
+    let mut units = 0;
+    let mut len = 0;
+    let mut macs = 0;
+    for s in seqs {
+        let n_new = s.rows(n_head, hd);
+        let visible = s.start + n_new;
+        assert!(s.keys.len() == n_kv && s.values.len() == n_kv);
+        assert!(
+            s.keys
+                .iter()
+                .chain(s.values)
+                .all(|h| h.len() >= visible * hd),
+            "KV cache shorter than {visible} positions"
+        );
+        units += n_new * n_head;
+        len = len.max(visible);
+        // Σ over units of visible positions · hd, for the scores and the value sums.
+        macs += 2 * n_head * hd * (n_new * s.start + n_new * (n_new + 1) / 2);
+    }
     if units == 0 {
         return;
     }
-    let len = start + n_new;
-    // Σ over units of visible positions · hd, for the query rows and the value sums.
-    let macs = 2 * n_head * hd * (n_new * start + n_new * (n_new + 1) / 2);
     let threads = rayon::current_num_threads();
     let per = if threads > 1 && macs >= PARALLEL_MIN_MACS {
         units.div_ceil(threads * 4).max(1)
@@ -47,18 +85,29 @@ pub fn attention(
     if scores.len() < tasks * len {
         scores.resize(tasks * len, 0.0);
     }
-    let kv_stride = n_kv_head * hd;
-    let visible = start + n_new;
-    let (keys, values) = (&keys[..visible * kv_stride], &values[..visible * kv_stride]);
     let head = |u: usize, sc: &mut [f32], oh: &mut [f32]| {
-        let (t, h) = (u / n_head, u % n_head);
+        let (mut r, h) = (u / n_head, u % n_head);
+        // The batch holds a handful of sequences: find this row's by a scan.
+        let mut s = &seqs[0];
+        for cand in seqs {
+            s = cand;
+            let n = cand.rows(n_head, hd);
+            if r < n {
+                break;
+            }
+            r -= n;
+        }
+        let g = h / group;
         let kv = KvHead {
-            keys,
-            values,
-            stride: kv_stride,
-            offset: (h / (n_head / n_kv_head)) * hd,
+            keys: &s.keys[g],
+            values: &s.values[g],
         };
-        one_head(&q[u * hd..][..hd], &kv, &mut sc[..start + t + 1], oh);
+        one_head(
+            &s.q[(r * n_head + h) * hd..][..hd],
+            &kv,
+            &mut sc[..s.start + r + 1],
+            oh,
+        );
     };
     let task = |(i, (o, sc)): (usize, (&mut [f32], &mut [f32]))| {
         for (j, oh) in o.chunks_exact_mut(hd).enumerate() {
@@ -76,12 +125,10 @@ pub fn attention(
     }
 }
 
-/// One KV head's keys and values: position `p`'s vector is `[p·stride + offset..][..hd]`.
+/// One KV head's keys and values: position `p`'s vector is `[p·hd..][..hd]`.
 struct KvHead<'a> {
     keys: &'a [f32],
     values: &'a [f32],
-    stride: usize,
-    offset: usize,
 }
 
 /// `oh = Σ_p softmax(q·k_p/√hd)_p · v_p` over the first `sc.len()` positions.
@@ -100,12 +147,12 @@ fn one_head(qh: &[f32], kv: &KvHead<'_>, sc: &mut [f32], oh: &mut [f32]) {
         return;
     }
     for (p, s) in sc.iter_mut().enumerate() {
-        *s = simd::dot(qh, &kv.keys[p * kv.stride + kv.offset..][..hd]) * scale;
+        *s = simd::dot(qh, &kv.keys[p * hd..][..hd]) * scale;
     }
     softmax(sc);
     oh.fill(0.0);
     for (p, &w) in sc.iter().enumerate() {
-        simd::axpy(w, &kv.values[p * kv.stride + kv.offset..][..hd], oh);
+        simd::axpy(w, &kv.values[p * hd..][..hd], oh);
     }
 }
 
@@ -131,8 +178,8 @@ mod avx2 {
     pub(super) unsafe fn scores(q: &[f32], kv: &KvHead<'_>, scale: f32, sc: &mut [f32]) {
         let hd = q.len();
         let len = sc.len();
-        assert!(len == 0 || (len - 1) * kv.stride + kv.offset + hd <= kv.keys.len());
-        let k = kv.keys.as_ptr().add(kv.offset);
+        assert!(len * hd <= kv.keys.len());
+        let k = kv.keys.as_ptr();
         let qp = q.as_ptr();
         let mut p = 0;
         while p < len {
@@ -143,7 +190,7 @@ mod avx2 {
             while i + 16 <= hd {
                 let (q0, q1) = (_mm256_loadu_ps(qp.add(i)), _mm256_loadu_ps(qp.add(i + 8)));
                 for (j, (s0, s1)) in a0.iter_mut().zip(a1.iter_mut()).enumerate().take(n) {
-                    let kp = k.add((p + j) * kv.stride + i);
+                    let kp = k.add((p + j) * hd + i);
                     *s0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(kp), *s0);
                     *s1 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(kp.add(8)), *s1);
                 }
@@ -152,7 +199,7 @@ mod avx2 {
             if i < hd {
                 let q0 = _mm256_loadu_ps(qp.add(i));
                 for (j, s0) in a0.iter_mut().enumerate().take(n) {
-                    let kp = k.add((p + j) * kv.stride + i);
+                    let kp = k.add((p + j) * hd + i);
                     *s0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(kp), *s0);
                 }
             }
@@ -182,14 +229,14 @@ mod avx2 {
     pub(super) unsafe fn weighted_sum(w: &[f32], kv: &KvHead<'_>, oh: &mut [f32]) {
         let hd = oh.len();
         let len = w.len();
-        assert!(len == 0 || (len - 1) * kv.stride + kv.offset + hd <= kv.values.len());
-        let v = kv.values.as_ptr().add(kv.offset);
+        assert!(len * hd <= kv.values.len());
+        let v = kv.values.as_ptr();
         let mut c = 0;
         while c + 64 <= hd {
             let mut acc = [_mm256_setzero_ps(); 8];
             for (p, &wp) in w.iter().enumerate() {
                 let wv = _mm256_set1_ps(wp);
-                let vp = v.add(p * kv.stride + c);
+                let vp = v.add(p * hd + c);
                 for (j, a) in acc.iter_mut().enumerate() {
                     *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(vp.add(8 * j)), *a);
                 }
@@ -202,7 +249,7 @@ mod avx2 {
         while c < hd {
             let mut acc = _mm256_setzero_ps();
             for (p, &wp) in w.iter().enumerate() {
-                let vp = v.add(p * kv.stride + c);
+                let vp = v.add(p * hd + c);
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(wp), _mm256_loadu_ps(vp), acc);
             }
             _mm256_storeu_ps(oh.as_mut_ptr().add(c), acc);

@@ -200,6 +200,38 @@ fn attention_reference(
     want
 }
 
+/// Splits a `[positions, n_kv, hd]` array into the KV cache's per-head `[positions, hd]` form.
+fn per_head(x: &[f32], n_kv: usize, hd: usize) -> Vec<Vec<f32>> {
+    (0..n_kv)
+        .map(|g| {
+            x.chunks_exact(n_kv * hd)
+                .flat_map(|row| &row[g * hd..][..hd])
+                .copied()
+                .collect()
+        })
+        .collect()
+}
+
+/// Attention of one sequence whose cache is given as `[positions, n_kv, hd]` arrays.
+fn attend(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    start: usize,
+    (n_head, n_kv, hd): (usize, usize, usize),
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let (keys, values) = (per_head(k, n_kv, hd), per_head(v, n_kv, hd));
+    let seq = AttnSeq {
+        q,
+        keys: &keys,
+        values: &values,
+        start,
+    };
+    attention(&[seq], n_head, hd, scores, out);
+}
+
 #[test]
 fn attention_matches_reference_with_grouped_heads() {
     let (n_head, n_kv, hd, start, n_new) = (4, 2, 3, 2, 3);
@@ -209,7 +241,7 @@ fn attention_matches_reference_with_grouped_heads() {
     let v = values(len * n_kv * hd, 12);
     let mut scores = vec![0.0; len];
     let mut out = vec![0.0; n_new * n_head * hd];
-    attention(&q, &k, &v, start, n_head, n_kv, hd, &mut scores, &mut out);
+    attend(&q, &k, &v, start, (n_head, n_kv, hd), &mut scores, &mut out);
     close(
         &out,
         &attention_reference(&q, &k, &v, (n_head, n_kv, hd, start)),
@@ -236,7 +268,7 @@ fn threaded_attention_does_not_depend_on_the_thread_count() {
             pool.install(|| {
                 let mut scores = Vec::new();
                 let mut out = vec![0.0; n_new * n_head * hd];
-                attention(&q, &k, &v, start, n_head, n_kv, hd, &mut scores, &mut out);
+                attend(&q, &k, &v, start, (n_head, n_kv, hd), &mut scores, &mut out);
                 out
             })
         };
@@ -270,18 +302,70 @@ fn threaded_attention_does_not_depend_on_the_thread_count() {
         let mut scores = Vec::new();
         let mut last = vec![0.0; n_head * hd];
         let q_last = &q[(n_new - 1) * n_head * hd..];
-        attention(
+        attend(
             q_last,
             &k,
             &v,
             len - 1,
-            n_head,
-            n_kv,
-            hd,
+            (n_head, n_kv, hd),
             &mut scores,
             &mut last,
         );
         assert_eq!(last, one[(n_new - 1) * n_head * hd..], "hd {hd}");
+    }
+}
+
+/// Sequences of different lengths in one call (decode rows and a prefill chunk, grouped heads,
+/// large enough to be split over the pool): each sequence's rows are exactly what it gets alone.
+#[test]
+fn batched_attention_equals_each_sequence_alone() {
+    let (n_head, n_kv, hd) = (6, 2, 16);
+    let shapes = [(30, 1), (0, 9), (57, 1), (12, 4)];
+    let seqs: Vec<_> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, n_new))| {
+            let len = start + n_new;
+            let seed = 20 + 3 * i as u64;
+            (
+                start,
+                values(n_new * n_head * hd, seed),
+                per_head(&values(len * n_kv * hd, seed + 1), n_kv, hd),
+                per_head(&values(len * n_kv * hd, seed + 2), n_kv, hd),
+            )
+        })
+        .collect();
+    let alone: Vec<f32> = seqs
+        .iter()
+        .flat_map(|(start, q, k, v)| {
+            let mut out = vec![0.0; q.len()];
+            let seq = AttnSeq {
+                q,
+                keys: k,
+                values: v,
+                start: *start,
+            };
+            attention(&[seq], n_head, hd, &mut Vec::new(), &mut out);
+            out
+        })
+        .collect();
+    let parts: Vec<AttnSeq<'_>> = seqs
+        .iter()
+        .map(|(start, q, k, v)| AttnSeq {
+            q,
+            keys: k,
+            values: v,
+            start: *start,
+        })
+        .collect();
+    for threads in [1, 2, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        let mut out = vec![0.0; alone.len()];
+        pool.install(|| attention(&parts, n_head, hd, &mut Vec::new(), &mut out));
+        assert_eq!(out, alone, "{threads} threads");
     }
 }
 

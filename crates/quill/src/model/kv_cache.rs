@@ -5,15 +5,20 @@
 use crate::config::ModelConfig;
 
 /// Keys and values of every layer for the positions processed so far.
+///
+/// Stored per layer and per KV head, `[positions, head_dim]`: attention scans one head's
+/// positions, and with each head contiguous that scan streams memory (in a `[positions,
+/// n_kv_head, head_dim]` layout consecutive positions of a head are a whole row apart).
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    kv_dim: usize,
+    n_kv_head: usize,
+    head_dim: usize,
     capacity: usize,
     len: usize,
-    /// Per layer: [capacity, n_kv_head, head_dim].
-    keys: Vec<Vec<f32>>,
-    /// Per layer: [capacity, n_kv_head, head_dim].
-    values: Vec<Vec<f32>>,
+    /// Per layer, per KV head: [positions, head_dim].
+    keys: Vec<Vec<Vec<f32>>>,
+    /// Per layer, per KV head: [positions, head_dim].
+    values: Vec<Vec<Vec<f32>>>,
 }
 
 impl KvCache {
@@ -21,12 +26,14 @@ impl KvCache {
     /// as positions are added, so a large capacity costs nothing until it is used.
     pub fn new(config: &ModelConfig, capacity: usize) -> Self {
         let capacity = capacity.min(config.context_length);
+        let heads = vec![Vec::new(); config.n_kv_head];
         KvCache {
-            kv_dim: config.n_kv_head * config.head_dim(),
+            n_kv_head: config.n_kv_head,
+            head_dim: config.head_dim(),
             capacity,
             len: 0,
-            keys: vec![Vec::new(); config.n_layer],
-            values: vec![Vec::new(); config.n_layer],
+            keys: vec![heads.clone(); config.n_layer],
+            values: vec![heads; config.n_layer],
         }
     }
 
@@ -52,25 +59,40 @@ impl KvCache {
     /// Forgets every position (the buffers are kept for reuse).
     pub fn clear(&mut self) {
         self.len = 0;
-        for l in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            l.clear();
+        for h in self.keys.iter_mut().chain(self.values.iter_mut()).flatten() {
+            h.clear();
         }
     }
 
-    /// Appends `k`, `v` ([n, kv_dim] each) to `layer`. Every layer must receive the same `n`
-    /// before [`KvCache::commit`] advances the length.
+    /// Appends `k`, `v` ([n, n_kv_head · head_dim] each) to `layer`. Every layer must receive
+    /// the same `n` before [`KvCache::commit`] advances the length.
     pub(crate) fn append(&mut self, layer: usize, k: &[f32], v: &[f32]) {
-        debug_assert_eq!(self.keys[layer].len(), self.len * self.kv_dim);
-        self.keys[layer].extend_from_slice(k);
-        self.values[layer].extend_from_slice(v);
+        let hd = self.head_dim;
+        let most = self.capacity * hd;
+        for (heads, rows) in [(&mut self.keys[layer], k), (&mut self.values[layer], v)] {
+            let n = rows.len() / (self.n_kv_head * hd);
+            for (h, dst) in heads.iter_mut().enumerate() {
+                debug_assert_eq!(dst.len(), self.len * hd);
+                // Grow by doubling, but never past the capacity.
+                let need = dst.len() + n * hd;
+                if need > dst.capacity() {
+                    let to = need.max(dst.capacity() * 2).min(most.max(need));
+                    dst.reserve_exact(to - dst.len());
+                }
+                for row in rows.chunks_exact(self.n_kv_head * hd) {
+                    dst.extend_from_slice(&row[h * hd..][..hd]);
+                }
+            }
+        }
     }
 
     pub(crate) fn commit(&mut self, n: usize) {
         self.len += n;
     }
 
-    /// Keys and values of `layer`, including rows appended but not yet committed.
-    pub(crate) fn layer(&self, layer: usize) -> (&[f32], &[f32]) {
+    /// Keys and values of `layer`, per KV head ([positions, head_dim] each), including rows
+    /// appended but not yet committed.
+    pub(crate) fn layer(&self, layer: usize) -> (&[Vec<f32>], &[Vec<f32>]) {
         (&self.keys[layer], &self.values[layer])
     }
 
@@ -79,7 +101,8 @@ impl KvCache {
         self.keys
             .iter()
             .chain(&self.values)
-            .map(|l| l.len() * 4)
+            .flatten()
+            .map(|h| h.len() * 4)
             .sum()
     }
 }

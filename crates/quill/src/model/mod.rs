@@ -10,7 +10,7 @@ pub use weights::{Layout, Weights};
 
 use crate::config::{Activation, ModelConfig, NormKind, Positions};
 use crate::error::{Error, Result};
-use crate::kernels::{self, Act, RopeTable};
+use crate::kernels::{self, Act, AttnSeq, RopeTable};
 use kv_cache::sized;
 use weights::Norm;
 
@@ -218,20 +218,23 @@ impl Model {
                     }
                 }
                 s.cache.append(l, ks, &v[span.start * kvd..span.end * kvd]);
-                let (keys, values) = s.cache.layer(l);
-                let out = &mut att[span.start * qd..span.end * qd];
-                kernels::attention(
-                    qs,
-                    keys,
-                    values,
-                    start,
-                    nh,
-                    nkv,
-                    hd,
-                    &mut scratch.scores,
-                    out,
-                );
             }
+            // One attention call for the whole batch: [n, qd].
+            let parts: Vec<AttnSeq<'_>> = seqs
+                .iter()
+                .zip(&spans)
+                .zip(&starts)
+                .map(|((s, span), &start)| {
+                    let (keys, values) = s.cache.layer(l);
+                    AttnSeq {
+                        q: &q[span.start * qd..span.end * qd],
+                        keys,
+                        values,
+                        start,
+                    }
+                })
+                .collect();
+            kernels::attention(&parts, nh, hd, &mut scratch.scores, att);
             let proj = sized(&mut scratch.proj, n * c);
             kernels::matmul(att, &b.attn_out.w, b.attn_out.b.as_deref(), proj);
             kernels::add_in_place(&mut scratch.x, &scratch.proj);
