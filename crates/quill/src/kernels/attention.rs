@@ -49,7 +49,7 @@ pub fn attention(
     let Some(first) = seqs.first() else { return };
     let n_kv = first.keys.len();
     assert!(
-        n_kv > 0 && n_head % n_kv == 0,
+        n_kv > 0 && n_head.is_multiple_of(n_kv),
         "{n_head} heads over {n_kv} KV heads"
     );
     let group = n_head / n_kv;
