@@ -58,7 +58,13 @@ fn weights(storage: &str) -> Matrix {
         }
         let b = Bytes::Owned(Arc::new(bytes));
         let part = QuantPart::new(dtype, OUT, IN, &b, 0).expect("whole super-blocks");
-        Matrix::quantized(QuantMatrix::new(IN, vec![part]))
+        let m = Matrix::quantized(QuantMatrix::new(IN, vec![part]));
+        // Q6_K is interleaved at load like the 32-value formats; Q4_K / Q5_K stay row-major.
+        if rows_only {
+            m
+        } else {
+            m.interleaved()
+        }
     };
     let half = |bf16: bool| {
         let bytes: Vec<u8> = w
@@ -100,7 +106,7 @@ fn weights(storage: &str) -> Matrix {
 #[divan::bench(
     args = [
         "f32", "f16", "bf16", "f32-rows", "f16-rows", "q8_0", "q4_0", "q4_1", "q8_0-rows", "q4_0-rows", "q4_1-rows",
-        "q4_k", "q5_k", "q6_k",
+        "q4_k", "q5_k", "q6_k", "q6_k-rows",
     ],
     consts = [1, 8, 64]
 )]

@@ -642,19 +642,25 @@ fn interleaved_kernels_match_the_portable_row_kernel_bit_for_bit() {
     use crate::kernels::quant::act::QActs;
     use crate::kernels::quant::{int, QuantMatrix, QuantPart};
     use crate::tensor::{Bytes, DType};
-    let (rows, cols) = (24, 160);
-    for dt in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
+    for dt in [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q6K] {
+        let be = dt.block_elems();
+        // Five blocks per row (three Q6_K super-blocks).
+        let (rows, cols) = (24, if be == 32 { 160 } else { 768 });
         for extreme in [false, true] {
-            let mut bytes = random_blocks(dt, rows * cols / 32, 70);
+            let mut bytes = random_blocks(dt, rows * cols / be, 70);
             let mut x = values(9 * cols, 71);
             if extreme {
-                let (skip, fill) = match dt {
-                    DType::Q8_0 => (2, 0x80),
-                    DType::Q4_0 => (2, 0xFF),
-                    _ => (4, 0xFF),
-                };
                 for blk in bytes.chunks_exact_mut(dt.block_bytes()) {
-                    blk[skip..].fill(fill);
+                    match dt {
+                        DType::Q8_0 => blk[2..].fill(0x80),
+                        DType::Q4_0 => blk[2..].fill(0xFF),
+                        DType::Q4_1 => blk[4..].fill(0xFF),
+                        // Six-bit values 63 (31 after the offset) with scales −128.
+                        _ => {
+                            blk[..192].fill(0xFF);
+                            blk[192..208].fill(0x80);
+                        }
+                    }
                 }
                 for (i, v) in x.iter_mut().enumerate() {
                     *v = if (i / cols) % 2 == 0 { 1.0 } else { -1.0 };
@@ -679,7 +685,7 @@ fn interleaved_kernels_match_the_portable_row_kernel_bit_for_bit() {
                 let mut got = vec![0.0; n * rows];
                 matmul(xs, &m, None, &mut got);
                 let mut a = QActs::default();
-                a.quantize(xs, cols, 32);
+                a.quantize(xs, cols, be);
                 for r in 0..n {
                     for o in 0..rows {
                         let want = int::dot(dt, &bytes[o * rb..(o + 1) * rb], &a.row(r));
@@ -701,9 +707,9 @@ fn interleaved_kernels_match_the_portable_row_kernel_bit_for_bit() {
 fn interleaving_in_place_equals_the_repacked_copy() {
     use crate::kernels::quant::{QuantMatrix, QuantPart};
     use crate::tensor::{Bytes, DType};
-    let (rows, cols) = (37, 96);
-    for dt in [DType::Q8_0, DType::Q4_0, DType::Q4_1] {
-        let bytes = random_blocks(dt, rows * cols / 32, 72);
+    for dt in [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q6K] {
+        let (rows, cols) = (37, if dt.block_elems() == 32 { 96 } else { 512 });
+        let bytes = random_blocks(dt, rows * cols / dt.block_elems(), 72);
         let part = |b: &Bytes| QuantPart::new(dt, rows, cols, b, 0).expect("part");
         let shared = Bytes::Owned(std::sync::Arc::new(bytes.clone()));
         let plain = QuantMatrix::new(cols, vec![part(&shared)]);

@@ -149,21 +149,44 @@ pub(super) fn dot_q5_k(row: &[u8], a: &QRow<'_>) -> f32 {
     acc
 }
 
-/// A Q6_K super-block unpacked: values −32..32 in order, one signed scale per 16 values.
-fn unpack_q6_k(b: &[u8]) -> ([i8; QK_K], [i32; 16], f32) {
+/// The 256 six-bit values (0..64, before the −32 offset) of a Q6_K super-block, in order.
+pub(super) fn q6_k_values(b: &[u8]) -> [u8; QK_K] {
     let (ql, qh) = (&b[0..128], &b[128..192]);
-    let mut q = [0i8; QK_K];
+    let mut q = [0u8; QK_K];
     for n in 0..2 {
         let (ql, qh) = (&ql[64 * n..], &qh[32 * n..]);
         let y = &mut q[128 * n..];
         for l in 0..32 {
             let h = qh[l];
-            y[l] = ((ql[l] & 0x0F) | ((h & 3) << 4)) as i8 - 32;
-            y[l + 32] = ((ql[l + 32] & 0x0F) | (((h >> 2) & 3) << 4)) as i8 - 32;
-            y[l + 64] = ((ql[l] >> 4) | (((h >> 4) & 3) << 4)) as i8 - 32;
-            y[l + 96] = ((ql[l + 32] >> 4) | (((h >> 6) & 3) << 4)) as i8 - 32;
+            y[l] = (ql[l] & 0x0F) | ((h & 3) << 4);
+            y[l + 32] = (ql[l + 32] & 0x0F) | (((h >> 2) & 3) << 4);
+            y[l + 64] = (ql[l] >> 4) | (((h >> 4) & 3) << 4);
+            y[l + 96] = (ql[l + 32] >> 4) | (((h >> 6) & 3) << 4);
         }
     }
+    q
+}
+
+/// The inverse of [`q6_k_values`]: writes the `ql` and `qh` fields (the first 192 bytes of the
+/// super-block `b`) holding the six-bit values `q`.
+pub(super) fn q6_k_store_values(q: &[u8; QK_K], b: &mut [u8]) {
+    let (ql, qh) = b[..192].split_at_mut(128);
+    for n in 0..2 {
+        let (ql, qh, y) = (&mut ql[64 * n..], &mut qh[32 * n..], &q[128 * n..]);
+        for l in 0..32 {
+            ql[l] = (y[l] & 0x0F) | (y[l + 64] << 4);
+            ql[l + 32] = (y[l + 32] & 0x0F) | (y[l + 96] << 4);
+            qh[l] = (y[l] >> 4)
+                | ((y[l + 32] >> 4) << 2)
+                | ((y[l + 64] >> 4) << 4)
+                | ((y[l + 96] >> 4) << 6);
+        }
+    }
+}
+
+/// A Q6_K super-block unpacked: values −32..32 in order, one signed scale per 16 values.
+fn unpack_q6_k(b: &[u8]) -> ([i8; QK_K], [i32; 16], f32) {
+    let q = q6_k_values(b).map(|v| v as i8 - 32);
     let mut sc = [0i32; 16];
     for (s, &byte) in sc.iter_mut().zip(&b[192..208]) {
         *s = byte as i8 as i32;

@@ -158,7 +158,7 @@ impl QuantPart {
         let (bb, be) = (self.dtype.block_bytes(), self.dtype.block_elems());
         let g = r / packed::LANES;
         let group = &self.data(cols)[g * packed::LANES * rb..][..packed::LANES * rb];
-        let mut blk = [0u8; 64];
+        let mut blk = [0u8; 256];
         for (gb, o) in group
             .chunks_exact(packed::LANES * bb)
             .zip(out.chunks_exact_mut(be))

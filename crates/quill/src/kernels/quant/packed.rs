@@ -1,5 +1,5 @@
-//! Interleaved ("×8") layout for the 32-value block formats Q8_0, Q4_0 and Q4_1: eight weight
-//! rows stored block by block, so one 32-byte load holds the same four values of eight rows and
+//! Interleaved ("×8") layout for the 32-value block formats Q8_0, Q4_0 and Q4_1 and for Q6_K:
+//! eight weight rows stored block by block, so one 32-byte load holds the same four values of eight rows and
 //! the integer products of eight outputs land in the eight lanes of one vector. Scales then apply
 //! as one vector per block instead of one broadcast per output, and nothing is summed
 //! horizontally: the AVX2 kernel does about a third of the work per weight of the row-major one.
@@ -13,6 +13,16 @@
 //!   `4u..4u+4`) at `head + 32u + 4c`. Q4_0/Q4_1 have 4 units (byte `j` holds values `j` and
 //!   `j + 16` as low and high nibble), Q8_0 has 8 (byte `j` is value `j`).
 //!
+//! A Q6_K group-block (8 super-blocks of 256 six-bit values `q`, 1680 bytes) is laid out so that
+//! one 32-byte load again holds 4 values of each of the 8 rows, ready for the byte products:
+//! - `d[8]: f16` at 0;
+//! - the scales at 16: sub-block `s`'s (16 values) of row `c` at `16 + 8s + c`;
+//! - the low 4 bits at 144: for sub-block `s` two units `L = 0, 1` at `144 + 64s + 32L`, row `c`'s
+//!   4 bytes at `+4c`; byte `j` holds value `16s + 8L + j` as low nibble and `16s + 8L + 4 + j`
+//!   as high nibble;
+//! - the high 2 bits at 1168: for sub-block `s` one unit at `1168 + 32s`, row `c`'s 4 bytes at
+//!   `+4c`; bits `2m..2m+2` of byte `j` are the high bits of value `16s + 4m + j`.
+//!
 //! Every output is computed exactly as the portable row kernels compute it
 //! ([`super::int::dot`]: per block an exact integer dot product, then `acc += (d_w·d_x)·Σ` in
 //! block order, without fused multiply-adds), so the AVX2 kernel, the portable path and any tile
@@ -21,7 +31,7 @@
 use rayon::prelude::*;
 
 use super::act::QRow;
-use super::int;
+use super::{int, kquants};
 use crate::tensor::DType;
 
 /// Rows per interleaved group.
@@ -29,8 +39,13 @@ pub const LANES: usize = 8;
 
 /// Whether `dtype` has an interleaved layout.
 pub fn packable(dtype: DType) -> bool {
-    matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_1)
+    matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q6K)
 }
+
+/// Where the Q6_K group-block's fields start: scales, low bits, high bits.
+const Q6_SCALES: usize = 16;
+const Q6_LOW: usize = Q6_SCALES + LANES * 16;
+const Q6_HIGH: usize = Q6_LOW + LANES * 128;
 
 /// Bytes of one row's scale fields at the start of a block (d, or d and m for Q4_1).
 fn scale_bytes(dtype: DType) -> usize {
@@ -81,6 +96,9 @@ fn pack_group(dtype: DType, src: &[u8], dst: &mut [u8], row_bytes: usize) {
 
 /// Writes row `c`'s block `blk` (its row-major bytes) into group-block `gb`.
 fn put_block(dtype: DType, gb: &mut [u8], c: usize, blk: &[u8]) {
+    if dtype == DType::Q6K {
+        return put_q6k(gb, c, blk);
+    }
     let sb = scale_bytes(dtype);
     gb[2 * c..2 * c + 2].copy_from_slice(&blk[0..2]);
     if sb == 4 {
@@ -94,6 +112,9 @@ fn put_block(dtype: DType, gb: &mut [u8], c: usize, blk: &[u8]) {
 
 /// Row `c`'s block from group-block `gb`, in its row-major bytes (`blk`: one block).
 pub(crate) fn get_block(dtype: DType, gb: &[u8], c: usize, blk: &mut [u8]) {
+    if dtype == DType::Q6K {
+        return get_q6k(gb, c, blk);
+    }
     let sb = scale_bytes(dtype);
     blk[0..2].copy_from_slice(&gb[2 * c..2 * c + 2]);
     if sb == 4 {
@@ -103,6 +124,43 @@ pub(crate) fn get_block(dtype: DType, gb: &[u8], c: usize, blk: &mut [u8]) {
     for (u, unit) in blk[sb..].chunks_exact_mut(4).enumerate() {
         unit.copy_from_slice(&gb[head + 32 * u + 4 * c..][..4]);
     }
+}
+
+/// [`put_block`] for a Q6_K super-block (the layout in the module header).
+fn put_q6k(gb: &mut [u8], c: usize, blk: &[u8]) {
+    let q = kquants::q6_k_values(blk);
+    gb[2 * c..2 * c + 2].copy_from_slice(&blk[208..210]);
+    for s in 0..16 {
+        gb[Q6_SCALES + 8 * s + c] = blk[192 + s];
+        let v = &q[16 * s..][..16];
+        for j in 0..4 {
+            for l in 0..2 {
+                gb[Q6_LOW + 64 * s + 32 * l + 4 * c + j] =
+                    (v[8 * l + j] & 0x0F) | (v[8 * l + 4 + j] << 4);
+            }
+            gb[Q6_HIGH + 32 * s + 4 * c + j] =
+                (0..4).fold(0, |h, m| h | (v[4 * m + j] >> 4) << (2 * m));
+        }
+    }
+}
+
+/// [`get_block`] for a Q6_K super-block.
+fn get_q6k(gb: &[u8], c: usize, blk: &mut [u8]) {
+    let mut q = [0u8; super::QK_K];
+    for s in 0..16 {
+        blk[192 + s] = gb[Q6_SCALES + 8 * s + c];
+        let v = &mut q[16 * s..][..16];
+        for j in 0..4 {
+            let h = gb[Q6_HIGH + 32 * s + 4 * c + j];
+            for m in 0..4 {
+                let (l, hi) = (m / 2, m % 2);
+                let low = gb[Q6_LOW + 64 * s + 32 * l + 4 * c + j] >> (4 * hi) & 0x0F;
+                v[4 * m + j] = low | ((h >> (2 * m)) & 3) << 4;
+            }
+        }
+    }
+    kquants::q6_k_store_values(&q, blk);
+    blk[208..210].copy_from_slice(&gb[2 * c..2 * c + 2]);
 }
 
 /// Row `c` (0..8) of the interleaved group `group` (`blocks · 8 · block_bytes` bytes) in its
@@ -125,18 +183,23 @@ pub(crate) fn span(
     cols: usize,
     mut emit: impl FnMut(usize, usize, [f32; LANES]),
 ) {
-    let bb = dtype.block_bytes();
-    let blocks = cols / super::QK;
+    let (bb, be) = (dtype.block_bytes(), dtype.block_elems());
+    let blocks = cols / be;
     let gbytes = LANES * blocks * bb;
     let groups = w.len().checked_div(gbytes).unwrap_or(0);
+    // Q6_K's activations come in 256-value blocks, with 16-value sums and no per-32 fields.
+    let k = dtype == DType::Q6K;
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::simd::has_avx2_f16c()
         && packable(dtype)
-        && cols.is_multiple_of(super::QK)
+        && cols.is_multiple_of(be)
         && w.len() == groups * gbytes
         && x.len() <= super::packed_avx2::MAX_ROWS
         && x.iter().all(|r| {
-            r.q.len() == cols && r.d.len() == blocks && r.s.len() == blocks && r.q4.len() == blocks
+            r.q.len() == cols
+                && r.d.len() == blocks
+                && r.sum16.len() == cols / 16
+                && (k || (r.s.len() == blocks && r.q4.len() == blocks))
         })
     {
         let vnni = crate::kernels::simd::has_vnni();
@@ -164,6 +227,8 @@ unsafe fn span_x86(
 ) {
     use super::packed_avx2 as k;
     match (dtype, vnni) {
+        // The six-bit unpacking dominates Q6_K: the AVX2 kernel serves VNNI machines too.
+        (DType::Q6K, _) => k::span_q6k(x, w, blocks, groups, emit),
         (DType::Q8_0, false) => k::span::<0, _>(x, w, blocks, groups, emit),
         (DType::Q4_0, false) => k::span::<1, _>(x, w, blocks, groups, emit),
         (_, false) => k::span::<2, _>(x, w, blocks, groups, emit),
@@ -182,7 +247,7 @@ fn span_portable(
     mut emit: impl FnMut(usize, usize, [f32; LANES]),
 ) {
     let bb = dtype.block_bytes();
-    let blocks = cols / super::QK;
+    let blocks = cols / dtype.block_elems();
     let gbytes = LANES * blocks * bb;
     let groups = w.len().checked_div(gbytes).unwrap_or(0);
     let rb = blocks * bb;
@@ -210,13 +275,15 @@ mod tests {
     /// round-trips every row.
     #[test]
     fn portable_span_matches_the_dispatched_one() {
-        let (rows, cols) = (16, 96);
-        let cases = [DType::Q8_0, DType::Q4_0, DType::Q4_1].into_iter();
+        let rows = 16;
+        let cases = [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q6K].into_iter();
         for (dtype, extreme) in cases.flat_map(|d| [(d, false), (d, true)]) {
-            let bb = dtype.block_bytes();
-            let rb = cols / 32 * bb;
-            // Extreme: every quant byte at its largest magnitude (nibbles 15, bytes −128)
-            // against activations ±127, the bound of the 16-bit partial sums.
+            let (bb, be) = (dtype.block_bytes(), dtype.block_elems());
+            let cols = if be == 32 { 96 } else { 512 };
+            let rb = cols / be * bb;
+            // Extreme: every quant byte at its largest magnitude (nibbles 15, bytes −128, six-bit
+            // values 63 with scales −128) against activations ±127, the bound of the 16-bit
+            // partial sums.
             let fill = |i: usize| match (extreme, dtype) {
                 (false, _) => (i * 73 % 251) as u8,
                 (true, DType::Q8_0) => 0x80,
@@ -224,6 +291,13 @@ mod tests {
             };
             let mut src: Vec<u8> = (0..rows * rb).map(fill).collect();
             for blk in src.chunks_exact_mut(bb) {
+                if dtype == DType::Q6K {
+                    if extreme {
+                        blk[192..208].fill(0x80);
+                    }
+                    blk[208..210].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+                    continue;
+                }
                 blk[0..2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
                 if dtype == DType::Q4_1 {
                     blk[2..4].copy_from_slice(&half::f16::from_f32(-0.05).to_le_bytes());
@@ -236,10 +310,13 @@ mod tests {
                 assert_eq!(row, src[r * rb..(r + 1) * rb], "{dtype} row {r}");
             }
             let x: Vec<f32> = (0..5 * cols)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 9.0)
+                .map(|i| match extreme {
+                    false => ((i * 37 % 101) as f32 - 50.0) / 9.0,
+                    true => [1.0, -1.0][i / 7 % 2],
+                })
                 .collect();
             let mut a = QActs::default();
-            a.quantize(&x, cols, 32);
+            a.quantize(&x, cols, be.min(256));
             let xs: Vec<QRow<'_>> = (0..5).map(|r| a.row(r)).collect();
             let (mut fast, mut port) = (Vec::new(), Vec::new());
             span(dtype, &xs, &w, cols, |r, o, v| {
@@ -252,7 +329,7 @@ mod tests {
             if crate::kernels::simd::has_vnni() {
                 // And the AVX2 kernel gives the VNNI kernel's bits.
                 let mut plain = Vec::new();
-                let blocks = cols / 32;
+                let blocks = cols / be;
                 // SAFETY: AVX2 is present (VNNI implies it); lengths as `span` checks them.
                 unsafe {
                     span_x86(
@@ -274,6 +351,14 @@ mod tests {
             port.sort_unstable();
             assert_eq!(fast.len(), 5 * rows / 8);
             assert_eq!(fast, port, "{dtype}");
+            // One activation row (decode) takes its own kernel path: the same bits again.
+            let mut one = Vec::new();
+            span(dtype, &xs[..1], &w, cols, |r, o, v| {
+                one.push((r, o, v.map(f32::to_bits)))
+            });
+            one.sort_unstable();
+            let want: Vec<_> = port.iter().filter(|e| e.0 == 0).cloned().collect();
+            assert_eq!(one, want, "{dtype}, one row");
         }
     }
 }

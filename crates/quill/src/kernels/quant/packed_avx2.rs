@@ -359,3 +359,144 @@ pub(super) unsafe fn span_vnni<const T: u8, F>(
 {
     span_impl::<T, true, F>(x, w, blocks, groups, emit)
 }
+
+/// Bytes of a Q6_K group-block (8 super-blocks) and where its fields start (see
+/// [`super::packed`]).
+const Q6_GB: usize = LANES * 210;
+const Q6_SCALES: usize = 16;
+const Q6_LOW: usize = Q6_SCALES + LANES * 16;
+const Q6_HIGH: usize = Q6_LOW + LANES * 128;
+
+/// The activation rows `x` (at most [`MAX_ROWS`]) against one interleaved Q6_K group of
+/// `sblocks` group-blocks at `g`: `acc[r]` = the 8 outputs of row `r`.
+///
+/// Per 16-value sub-block the 8 rows' six-bit values come as four 32-byte vectors (4 values of
+/// each row per vector: low nibbles, high nibbles, then the two high bits moved in), unpacked
+/// once for every activation row. Per row, `maddubs` forms byte-pair products (at most
+/// 2·63·127), two of them are added in 16-bit lanes (at most 32,004: no overflow), and `madd` by
+/// the sub-block's scale, repeated in both halves of each row's 32-bit lane, gives
+/// `sc · Σ q·x` per row. The −32 offset is `32 · Σ_s sc_s · Σ x` over the sub-blocks, from the
+/// activations' 16-value sums, two sub-blocks per `madd`. Each lane's super-block total is the
+/// exact integer the portable kernel forms, then `acc += (d_w·d_x)·total`: the same bits.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; `g` must cover `sblocks` Q6_K group-blocks, and each
+/// `x[r]` `sblocks · 256` values with their scales and 16-value sums.
+#[inline(always)]
+unsafe fn group_q6k<const R: usize>(
+    x: &[QRow<'_>],
+    g: *const u8,
+    sblocks: usize,
+    acc: &mut [__m256; MAX_ROWS],
+) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m30 = _mm256_set1_epi8(0x30);
+    let rows = if R > 0 { R } else { x.len() }.min(MAX_ROWS);
+    for a in acc[..rows].iter_mut() {
+        *a = _mm256_setzero_ps();
+    }
+    let mut isum = [_mm256_setzero_si256(); MAX_ROWS];
+    let mut corr = [_mm256_setzero_si256(); MAX_ROWS];
+    for sb in 0..sblocks {
+        let p = g.add(sb * Q6_GB);
+        if R == 1 {
+            super::int_avx2::prefetch_ahead(p, Q6_GB);
+        }
+        for r in 0..rows {
+            isum[r] = _mm256_setzero_si256();
+            corr[r] = _mm256_setzero_si256();
+        }
+        for pair in 0..8 {
+            // Scales of sub-blocks 2·pair (s) and 2·pair + 1 (t) of the 8 rows as i16,
+            // [s0..s7 | t0..t7], reordered to [s0..s3 t0..t3 | s4..s7 t4..t7] so that each
+            // 128-bit lane holds its four rows.
+            let v = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(Q6_SCALES + 16 * pair).cast()));
+            let u = _mm256_permute4x64_epi64(v, 0b11_01_10_00);
+            // Per row lane: (s, s), (t, t) and (s, t).
+            let scv = [_mm256_unpacklo_epi16(u, u), _mm256_unpackhi_epi16(u, u)];
+            let st = _mm256_unpacklo_epi16(u, _mm256_bsrli_epi128(u, 8));
+            for (h, sc) in scv.iter().enumerate() {
+                let s = 2 * pair + h;
+                let lo0 = _mm256_loadu_si256(p.add(Q6_LOW + 64 * s).cast());
+                let lo1 = _mm256_loadu_si256(p.add(Q6_LOW + 64 * s + 32).cast());
+                let hb = _mm256_loadu_si256(p.add(Q6_HIGH + 32 * s).cast());
+                // Values 16s + 4m + j, m = 0..4: low bits from a nibble, bits 4..6 from bits
+                // 2m.. of `hb` (16-bit shifts: what crosses a byte is masked off).
+                let w = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(lo0, m4),
+                        _mm256_and_si256(_mm256_slli_epi16(hb, 4), m30),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(lo0, 4), m4),
+                        _mm256_and_si256(_mm256_slli_epi16(hb, 2), m30),
+                    ),
+                    _mm256_or_si256(_mm256_and_si256(lo1, m4), _mm256_and_si256(hb, m30)),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16(lo1, 4), m4),
+                        _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30),
+                    ),
+                ];
+                for r in 0..rows {
+                    let xq = x.get_unchecked(r).q.as_ptr().add(256 * sb + 16 * s);
+                    let p0 = _mm256_maddubs_epi16(w[0], bcast4(xq));
+                    let p1 = _mm256_maddubs_epi16(w[1], bcast4(xq.add(4)));
+                    let p2 = _mm256_maddubs_epi16(w[2], bcast4(xq.add(8)));
+                    let p3 = _mm256_maddubs_epi16(w[3], bcast4(xq.add(12)));
+                    let i = _mm256_add_epi32(
+                        _mm256_madd_epi16(_mm256_add_epi16(p0, p1), *sc),
+                        _mm256_madd_epi16(_mm256_add_epi16(p2, p3), *sc),
+                    );
+                    let a = isum.get_unchecked_mut(r);
+                    *a = _mm256_add_epi32(*a, i);
+                }
+            }
+            for r in 0..rows {
+                let sums = x.get_unchecked(r).sum16.as_ptr().add(16 * sb + 2 * pair);
+                let c = corr.get_unchecked_mut(r);
+                *c = _mm256_add_epi32(*c, _mm256_madd_epi16(st, bcast4(sums.cast())));
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+        for r in 0..rows {
+            let total = _mm256_sub_epi32(isum[r], _mm256_slli_epi32(corr[r], 5));
+            let dx = _mm256_set1_ps(*x.get_unchecked(r).d.get_unchecked(sb));
+            let t = _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(total));
+            let a = acc.get_unchecked_mut(r);
+            *a = _mm256_add_ps(*a, t);
+        }
+    }
+}
+
+/// `groups` interleaved Q6_K groups from `w` against every row of `x` (at most [`MAX_ROWS`]);
+/// `emit(r, first_weight_row, lanes)`.
+///
+/// # Safety
+/// As [`group_q6k`], for every group `0..groups` at `w + group · sblocks · 1680`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn span_q6k<F>(
+    x: &[QRow<'_>],
+    w: *const u8,
+    sblocks: usize,
+    groups: usize,
+    emit: &mut F,
+) where
+    F: FnMut(usize, usize, [f32; LANES]),
+{
+    let gbytes = sblocks * Q6_GB;
+    let x = &x[..x.len().min(MAX_ROWS)];
+    let mut acc = [_mm256_setzero_ps(); MAX_ROWS];
+    for g in 0..groups {
+        let p = w.add(g * gbytes);
+        if x.len() == 1 {
+            group_q6k::<1>(x, p, sblocks, &mut acc);
+        } else {
+            group_q6k::<0>(x, p, sblocks, &mut acc);
+        }
+        for (r, a) in acc[..x.len()].iter().enumerate() {
+            let mut out = [0.0f32; LANES];
+            _mm256_storeu_ps(out.as_mut_ptr(), *a);
+            emit(r, g * LANES, out);
+        }
+    }
+}
