@@ -28,6 +28,25 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// `rows` × `IN` K-quant blocks. quill has no K-quant quantizer (they come from GGUF files), and
+/// the kernels' speed does not depend on the values, so the blocks are filled with pseudo-random
+/// bytes and a small f16 scale at each of the `scales` offsets.
+fn k_blocks(dtype: DType, rows: usize, scales: &[usize]) -> Matrix {
+    let bb = dtype.block_bytes();
+    let mut bytes: Vec<u8> = values(rows * IN / dtype.block_elems() * bb, 7)
+        .iter()
+        .map(|v| ((v + 1.0) * 127.9) as u8)
+        .collect();
+    for blk in bytes.chunks_exact_mut(bb) {
+        for &o in scales {
+            blk[o..o + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+        }
+    }
+    let b = Bytes::Owned(Arc::new(bytes));
+    let part = QuantPart::new(dtype, rows, IN, &b, 0).expect("whole super-blocks");
+    Matrix::quantized(QuantMatrix::new(IN, vec![part]))
+}
+
 fn weights(storage: &str) -> Matrix {
     let w = values(OUT * IN, 1);
     let rows_only = storage.ends_with("-rows");
@@ -41,30 +60,6 @@ fn weights(storage: &str) -> Matrix {
         let q = QuantMatrix::new(IN, vec![part]);
         // As a loaded model has them (interleaved), unless asked for the row-major layout.
         Matrix::quantized(if rows_only { q } else { q.interleaved() })
-    };
-    // K-quants: quill has no K-quant quantizer (they come from GGUF files), and the kernels'
-    // speed does not depend on the values, so the blocks are filled with pseudo-random bytes
-    // and a small f16 scale wherever a block keeps one.
-    let k_blocks = |dtype: DType, scales: &[usize]| {
-        let bb = dtype.block_bytes();
-        let mut bytes: Vec<u8> = values(OUT * IN / dtype.block_elems() * bb, 7)
-            .iter()
-            .map(|v| ((v + 1.0) * 127.9) as u8)
-            .collect();
-        for blk in bytes.chunks_exact_mut(bb) {
-            for &o in scales {
-                blk[o..o + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
-            }
-        }
-        let b = Bytes::Owned(Arc::new(bytes));
-        let part = QuantPart::new(dtype, OUT, IN, &b, 0).expect("whole super-blocks");
-        let m = Matrix::quantized(QuantMatrix::new(IN, vec![part]));
-        // Q6_K is interleaved at load like the 32-value formats; Q4_K / Q5_K stay row-major.
-        if rows_only {
-            m
-        } else {
-            m.interleaved()
-        }
     };
     let half = |bf16: bool| {
         let bytes: Vec<u8> = w
@@ -96,9 +91,11 @@ fn weights(storage: &str) -> Matrix {
         "q8_0" => quantized(DType::Q8_0, quant::quantize_row_q8_0),
         "q4_0" => quantized(DType::Q4_0, quant::quantize_row_q4_0),
         "q4_1" => quantized(DType::Q4_1, quant::quantize_row_q4_1),
-        "q4_k" => k_blocks(DType::Q4K, &[0, 2]),
-        "q5_k" => k_blocks(DType::Q5K, &[0, 2]),
-        "q6_k" => k_blocks(DType::Q6K, &[208]),
+        // Q6_K is interleaved at load like the 32-value formats; Q4_K / Q5_K stay row-major.
+        "q4_k" => k_blocks(DType::Q4K, OUT, &[0, 2]),
+        "q5_k" => k_blocks(DType::Q5K, OUT, &[0, 2]),
+        "q6_k" if !rows_only => k_blocks(DType::Q6K, OUT, &[208]).interleaved(),
+        "q6_k" => k_blocks(DType::Q6K, OUT, &[208]),
         _ => float(Matrix::from_vec(OUT, IN, w)),
     }
 }
@@ -151,7 +148,7 @@ fn attention_decode_step(bencher: Bencher, positions: usize) {
 
 /// GPT-2's tied output head, [50257, 768]: larger than the caches, so the weights stream from
 /// DRAM as in a whole decode step (where every matrix has left the cache by its next use).
-#[divan::bench(args = ["f32", "f16", "q4_0"], consts = [1, 8], sample_count = 20)]
+#[divan::bench(args = ["f32", "f16", "q4_0", "q6_k", "q6_k-rows"], consts = [1, 8], sample_count = 20)]
 fn matmul_head<const ROWS: usize>(bencher: Bencher, storage: &str) {
     const VOCAB: usize = 50257;
     let v = values(VOCAB * IN, 9);
@@ -178,6 +175,15 @@ fn matmul_head<const ROWS: usize>(bencher: Bencher, storage: &str) {
             let b = Bytes::Owned(Arc::new(bytes));
             let part = QuantPart::new(DType::Q4_0, VOCAB, IN, &b, 0).expect("whole blocks");
             Matrix::quantized(QuantMatrix::new(IN, vec![part]))
+        }
+        // llama-quantize's choice for a tied GPT-2 head in its 4- and 5-bit files.
+        "q6_k" | "q6_k-rows" => {
+            let m = k_blocks(DType::Q6K, VOCAB, &[208]);
+            if storage == "q6_k-rows" {
+                m
+            } else {
+                m.interleaved()
+            }
         }
         _ => Matrix::from_vec(VOCAB, IN, v),
     }
