@@ -187,8 +187,6 @@ pub(crate) fn span(
     let blocks = cols / be;
     let gbytes = LANES * blocks * bb;
     let groups = w.len().checked_div(gbytes).unwrap_or(0);
-    // Q6_K's activations come in 256-value blocks, with 16-value sums and no per-32 fields.
-    let k = dtype == DType::Q6K;
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::simd::has_avx2_f16c()
         && packable(dtype)
@@ -199,7 +197,8 @@ pub(crate) fn span(
             r.q.len() == cols
                 && r.d.len() == blocks
                 && r.sum16.len() == cols / 16
-                && (k || (r.s.len() == blocks && r.q4.len() == blocks))
+                // Q6_K's activations come in 256-value blocks, without the per-32 fields.
+                && (dtype == DType::Q6K || (r.s.len() == blocks && r.q4.len() == blocks))
         })
     {
         let vnni = crate::kernels::simd::has_vnni();
