@@ -83,20 +83,20 @@ fn weights(storage: &str) -> Matrix {
             },
         }
     };
-    // Float matrices as a loaded model has them (panels of 16 rows), unless asked for rows.
-    let float = |m: Matrix| if rows_only { m } else { m.interleaved() };
+    // Float matrices and Q6_K as a loaded model has them (panels of 16 rows, interleaved groups
+    // of 8), unless asked for rows.
+    let as_loaded = |m: Matrix| if rows_only { m } else { m.interleaved() };
     match storage.trim_end_matches("-rows") {
-        "f16" => float(half(false)),
-        "bf16" => float(half(true)),
+        "f16" => as_loaded(half(false)),
+        "bf16" => as_loaded(half(true)),
         "q8_0" => quantized(DType::Q8_0, quant::quantize_row_q8_0),
         "q4_0" => quantized(DType::Q4_0, quant::quantize_row_q4_0),
         "q4_1" => quantized(DType::Q4_1, quant::quantize_row_q4_1),
-        // Q6_K is interleaved at load like the 32-value formats; Q4_K / Q5_K stay row-major.
+        // Q4_K / Q5_K stay row-major in a loaded model.
         "q4_k" => k_blocks(DType::Q4K, OUT, &[0, 2]),
         "q5_k" => k_blocks(DType::Q5K, OUT, &[0, 2]),
-        "q6_k" if !rows_only => k_blocks(DType::Q6K, OUT, &[208]).interleaved(),
-        "q6_k" => k_blocks(DType::Q6K, OUT, &[208]),
-        _ => float(Matrix::from_vec(OUT, IN, w)),
+        "q6_k" => as_loaded(k_blocks(DType::Q6K, OUT, &[208])),
+        _ => as_loaded(Matrix::from_vec(OUT, IN, w)),
     }
 }
 
@@ -177,17 +177,15 @@ fn matmul_head<const ROWS: usize>(bencher: Bencher, storage: &str) {
             Matrix::quantized(QuantMatrix::new(IN, vec![part]))
         }
         // llama-quantize's choice for a tied GPT-2 head in its 4- and 5-bit files.
-        "q6_k" | "q6_k-rows" => {
-            let m = k_blocks(DType::Q6K, VOCAB, &[208]);
-            if storage == "q6_k-rows" {
-                m
-            } else {
-                m.interleaved()
-            }
-        }
+        "q6_k" | "q6_k-rows" => k_blocks(DType::Q6K, VOCAB, &[208]),
         _ => Matrix::from_vec(VOCAB, IN, v),
-    }
-    .interleaved();
+    };
+    // As a loaded model has it, unless asked for the row-major layout.
+    let w = if storage.ends_with("-rows") {
+        w
+    } else {
+        w.interleaved()
+    };
     let x = values(ROWS * IN, 2);
     let mut out = vec![0.0f32; ROWS * VOCAB];
     bencher

@@ -1,6 +1,6 @@
 //! Interleaved ("×8") layout for the 32-value block formats Q8_0, Q4_0 and Q4_1 and for Q6_K:
-//! eight weight rows stored block by block, so one 32-byte load holds the same four values of eight rows and
-//! the integer products of eight outputs land in the eight lanes of one vector. Scales then apply
+//! eight weight rows stored block by block, so one 32-byte load holds the same four values of
+//! eight rows and the integer products of eight outputs land in the eight lanes of one vector. Scales then apply
 //! as one vector per block instead of one broadcast per output, and nothing is summed
 //! horizontally: the AVX2 kernel does about a third of the work per weight of the row-major one.
 //! (llama.cpp's CPU backend repacks Q4_0 the same way for the same reason; the byte order here is
@@ -43,9 +43,9 @@ pub fn packable(dtype: DType) -> bool {
 }
 
 /// Where the Q6_K group-block's fields start: scales, low bits, high bits.
-const Q6_SCALES: usize = 16;
-const Q6_LOW: usize = Q6_SCALES + LANES * 16;
-const Q6_HIGH: usize = Q6_LOW + LANES * 128;
+pub(super) const Q6_SCALES: usize = 16;
+pub(super) const Q6_LOW: usize = Q6_SCALES + LANES * 16;
+pub(super) const Q6_HIGH: usize = Q6_LOW + LANES * 128;
 
 /// Bytes of one row's scale fields at the start of a block (d, or d and m for Q4_1).
 fn scale_bytes(dtype: DType) -> usize {
@@ -227,7 +227,7 @@ unsafe fn span_x86(
     use super::packed_avx2 as k;
     match (dtype, vnni) {
         // The six-bit unpacking dominates Q6_K: the AVX2 kernel serves VNNI machines too.
-        (DType::Q6K, _) => k::span_q6k(x, w, blocks, groups, emit),
+        (DType::Q6K, _) => k::span::<3, _>(x, w, blocks, groups, emit),
         (DType::Q8_0, false) => k::span::<0, _>(x, w, blocks, groups, emit),
         (DType::Q4_0, false) => k::span::<1, _>(x, w, blocks, groups, emit),
         (_, false) => k::span::<2, _>(x, w, blocks, groups, emit),

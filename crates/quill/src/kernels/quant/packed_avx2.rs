@@ -13,14 +13,16 @@
 use std::arch::x86_64::*;
 
 use super::act::QRow;
-use super::packed::LANES;
+use super::packed::{LANES, Q6_HIGH, Q6_LOW, Q6_SCALES};
 
-/// Group-block bytes (8 blocks) and quant-byte offset, for kernel `T` (0 Q8_0, 1 Q4_0, 2 Q4_1).
+/// Group-block bytes (8 blocks) and quant-byte offset, for kernel `T` (0 Q8_0, 1 Q4_0, 2 Q4_1,
+/// 3 Q6_K: [`group_q6k`] finds its fields itself).
 const fn layout(t: u8) -> (usize, usize) {
     match t {
         0 => (8 * 34, 16),
         1 => (8 * 18, 16),
-        _ => (8 * 20, 32),
+        2 => (8 * 20, 32),
+        _ => (Q6_GB, 0),
     }
 }
 
@@ -277,7 +279,7 @@ unsafe fn group_pair<const T: u8>(
 }
 
 /// `groups` interleaved groups from `w` against every row of `x` (at most [`MAX_ROWS`]);
-/// `emit(r, first_weight_row, lanes)`.
+/// `emit(r, first_weight_row, lanes)`. `T` = 3 (Q6_K) takes [`group_q6k`] and never `V`.
 #[inline(always)]
 unsafe fn span_impl<const T: u8, const V: bool, F>(
     x: &[QRow<'_>],
@@ -313,10 +315,11 @@ unsafe fn span_impl<const T: u8, const V: bool, F>(
     let mut acc = [_mm256_setzero_ps(); MAX_ROWS];
     for g in first..groups {
         let p = w.add(g * gbytes);
-        if x.len() == 1 {
-            group::<T, 1, V>(x, p, blocks, &mut acc);
-        } else {
-            group::<T, 0, V>(x, p, blocks, &mut acc);
+        match (T, x.len()) {
+            (3, 1) => group_q6k::<1>(x, p, blocks, &mut acc),
+            (3, _) => group_q6k::<0>(x, p, blocks, &mut acc),
+            (_, 1) => group::<T, 1, V>(x, p, blocks, &mut acc),
+            _ => group::<T, 0, V>(x, p, blocks, &mut acc),
         }
         for (r, a) in acc[..x.len()].iter().enumerate() {
             let mut out = [0.0f32; LANES];
@@ -329,7 +332,7 @@ unsafe fn span_impl<const T: u8, const V: bool, F>(
 /// [`span_impl`] with AVX2.
 ///
 /// # Safety
-/// As [`group`], for every group `0..groups` at `w + group · blocks · gb`.
+/// As [`group`] (Q6_K: [`group_q6k`]), for every group `0..groups` at `w + group · blocks · gb`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn span<const T: u8, F>(
     x: &[QRow<'_>],
@@ -360,12 +363,8 @@ pub(super) unsafe fn span_vnni<const T: u8, F>(
     span_impl::<T, true, F>(x, w, blocks, groups, emit)
 }
 
-/// Bytes of a Q6_K group-block (8 super-blocks) and where its fields start (see
-/// [`super::packed`]).
+/// Bytes of a Q6_K group-block (8 super-blocks; its fields are laid out in [`super::packed`]).
 const Q6_GB: usize = LANES * 210;
-const Q6_SCALES: usize = 16;
-const Q6_LOW: usize = Q6_SCALES + LANES * 16;
-const Q6_HIGH: usize = Q6_LOW + LANES * 128;
 
 /// The activation rows `x` (at most [`MAX_ROWS`]) against one interleaved Q6_K group of
 /// `sblocks` group-blocks at `g`: `acc[r]` = the 8 outputs of row `r`.
@@ -464,39 +463,6 @@ unsafe fn group_q6k<const R: usize>(
             let t = _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(total));
             let a = acc.get_unchecked_mut(r);
             *a = _mm256_add_ps(*a, t);
-        }
-    }
-}
-
-/// `groups` interleaved Q6_K groups from `w` against every row of `x` (at most [`MAX_ROWS`]);
-/// `emit(r, first_weight_row, lanes)`.
-///
-/// # Safety
-/// As [`group_q6k`], for every group `0..groups` at `w + group · sblocks · 1680`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn span_q6k<F>(
-    x: &[QRow<'_>],
-    w: *const u8,
-    sblocks: usize,
-    groups: usize,
-    emit: &mut F,
-) where
-    F: FnMut(usize, usize, [f32; LANES]),
-{
-    let gbytes = sblocks * Q6_GB;
-    let x = &x[..x.len().min(MAX_ROWS)];
-    let mut acc = [_mm256_setzero_ps(); MAX_ROWS];
-    for g in 0..groups {
-        let p = w.add(g * gbytes);
-        if x.len() == 1 {
-            group_q6k::<1>(x, p, sblocks, &mut acc);
-        } else {
-            group_q6k::<0>(x, p, sblocks, &mut acc);
-        }
-        for (r, a) in acc[..x.len()].iter().enumerate() {
-            let mut out = [0.0f32; LANES];
-            _mm256_storeu_ps(out.as_mut_ptr(), *a);
-            emit(r, g * LANES, out);
         }
     }
 }
