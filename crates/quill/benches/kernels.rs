@@ -92,9 +92,8 @@ fn weights(storage: &str) -> Matrix {
         "q8_0" => quantized(DType::Q8_0, quant::quantize_row_q8_0),
         "q4_0" => quantized(DType::Q4_0, quant::quantize_row_q4_0),
         "q4_1" => quantized(DType::Q4_1, quant::quantize_row_q4_1),
-        // Q4_K / Q5_K stay row-major in a loaded model.
-        "q4_k" => k_blocks(DType::Q4K, OUT, &[0, 2]),
-        "q5_k" => k_blocks(DType::Q5K, OUT, &[0, 2]),
+        "q4_k" => as_loaded(k_blocks(DType::Q4K, OUT, &[0, 2])),
+        "q5_k" => as_loaded(k_blocks(DType::Q5K, OUT, &[0, 2])),
         "q6_k" => as_loaded(k_blocks(DType::Q6K, OUT, &[208])),
         _ => as_loaded(Matrix::from_vec(OUT, IN, w)),
     }
@@ -103,7 +102,7 @@ fn weights(storage: &str) -> Matrix {
 #[divan::bench(
     args = [
         "f32", "f16", "bf16", "f32-rows", "f16-rows", "q8_0", "q4_0", "q4_1", "q8_0-rows", "q4_0-rows", "q4_1-rows",
-        "q4_k", "q5_k", "q6_k", "q6_k-rows",
+        "q4_k", "q5_k", "q6_k", "q4_k-rows", "q5_k-rows", "q6_k-rows",
     ],
     consts = [1, 8, 64]
 )]

@@ -642,9 +642,16 @@ fn interleaved_kernels_match_the_portable_row_kernel_bit_for_bit() {
     use crate::kernels::quant::act::QActs;
     use crate::kernels::quant::{int, QuantMatrix, QuantPart};
     use crate::tensor::{Bytes, DType};
-    for dt in [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q6K] {
+    for dt in [
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q4K,
+        DType::Q5K,
+        DType::Q6K,
+    ] {
         let be = dt.block_elems();
-        // Five blocks per row (three Q6_K super-blocks).
+        // Five blocks per row (three K-quant super-blocks).
         let (rows, cols) = (24, if be == 32 { 160 } else { 768 });
         for extreme in [false, true] {
             let mut bytes = random_blocks(dt, rows * cols / be, 70);
@@ -654,7 +661,8 @@ fn interleaved_kernels_match_the_portable_row_kernel_bit_for_bit() {
                     match dt {
                         DType::Q8_0 => blk[2..].fill(0x80),
                         DType::Q4_0 => blk[2..].fill(0xFF),
-                        DType::Q4_1 => blk[4..].fill(0xFF),
+                        // Four- or five-bit values 15 / 31, scales and mins 63.
+                        DType::Q4_1 | DType::Q4K | DType::Q5K => blk[4..].fill(0xFF),
                         // Six-bit values 63 (31 after the offset) with scales −128.
                         _ => {
                             blk[..192].fill(0xFF);
@@ -707,7 +715,14 @@ fn interleaved_kernels_match_the_portable_row_kernel_bit_for_bit() {
 fn interleaving_in_place_equals_the_repacked_copy() {
     use crate::kernels::quant::{QuantMatrix, QuantPart};
     use crate::tensor::{Bytes, DType};
-    for dt in [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q6K] {
+    for dt in [
+        DType::Q8_0,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q4K,
+        DType::Q5K,
+        DType::Q6K,
+    ] {
         let (rows, cols) = (37, if dt.block_elems() == 32 { 96 } else { 512 });
         let bytes = random_blocks(dt, rows * cols / dt.block_elems(), 72);
         let part = |b: &Bytes| QuantPart::new(dt, rows, cols, b, 0).expect("part");

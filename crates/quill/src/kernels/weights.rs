@@ -110,7 +110,7 @@ impl Matrix {
         }
     }
 
-    /// The same matrix laid out for the kernels: Q8_0 / Q4_0 / Q4_1 rows interleaved for the
+    /// The same matrix laid out for the kernels: quantized rows interleaved for the
     /// integer kernels (in place where this matrix alone owns its blocks, else a repacked copy;
     /// see [`super::quant::packed`]); f32, f16 and bf16 rows regrouped in panels of 16
     /// ([`super::panel`]; a copy, the mapped source's pages handed back as it is read).

@@ -46,7 +46,7 @@ impl Model {
     /// Assembles a model, checking the configuration against the weights.
     pub fn new(config: ModelConfig, mut weights: Weights) -> Result<Self> {
         config.validate()?;
-        // The integer kernels read Q8_0 / Q4_0 / Q4_1 weights interleaved eight rows at a time.
+        // The integer kernels read quantized weights interleaved eight rows at a time.
         weights.interleave();
         // Position rows are added as f32 slices; a 16-bit or quantized table is widened once.
         if let Some(pe) = &mut weights.pos_emb {

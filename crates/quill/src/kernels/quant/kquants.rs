@@ -38,54 +38,81 @@ struct Unpacked45 {
     dmin: f32,
 }
 
-fn unpack_q4_k(b: &[u8]) -> Unpacked45 {
-    let mut u = Unpacked45 {
-        q: [0; QK_K],
-        sc: [0; 8],
-        m: [0; 8],
-        d: f16_at(b, 0),
-        dmin: f16_at(b, 2),
-    };
-    let scales = &b[4..16];
-    for j in 0..8 {
-        (u.sc[j], u.m[j]) = scale_min(j, scales);
+/// Where a Q4_K / Q5_K super-block's 4-bit quants start (Q5_K's fifth bits sit before them).
+const fn qs_at(five: bool) -> usize {
+    if five {
+        48
+    } else {
+        16
     }
-    let qs = &b[16..144];
-    for j in 0..4 {
-        for l in 0..32 {
-            let byte = qs[32 * j + l];
-            u.q[64 * j + l] = (byte & 0x0F) as i8;
-            u.q[64 * j + 32 + l] = (byte >> 4) as i8;
-        }
-    }
-    u
 }
 
-fn unpack_q5_k(b: &[u8]) -> Unpacked45 {
-    let mut u = Unpacked45 {
-        q: [0; QK_K],
-        sc: [0; 8],
-        m: [0; 8],
-        d: f16_at(b, 0),
-        dmin: f16_at(b, 2),
-    };
-    let scales = &b[4..16];
+/// The fields of a Q4_K (`five` false) or Q5_K super-block `b` after d and dmin: its 256 values
+/// in order (0..16, or 0..32 with the fifth bit), its 8 six-bit scales and its 8 six-bit mins.
+pub(super) fn q45_k_fields(b: &[u8], five: bool) -> ([u8; QK_K], [u8; 8], [u8; 8]) {
+    let (mut sc, mut m) = ([0u8; 8], [0u8; 8]);
     for j in 0..8 {
-        (u.sc[j], u.m[j]) = scale_min(j, scales);
+        let (s, n) = scale_min(j, &b[4..16]);
+        (sc[j], m[j]) = (s as u8, n as u8);
     }
-    let qh = &b[16..48];
-    let qs = &b[48..176];
+    let qs = &b[qs_at(five)..][..128];
+    let mut q = [0u8; QK_K];
     for j in 0..4 {
-        let (u1, u2) = (1u8 << (2 * j), 2u8 << (2 * j));
         for l in 0..32 {
             let byte = qs[32 * j + l];
-            let hi1 = if qh[l] & u1 != 0 { 16 } else { 0 };
-            let hi2 = if qh[l] & u2 != 0 { 16 } else { 0 };
-            u.q[64 * j + l] = ((byte & 0x0F) + hi1) as i8;
-            u.q[64 * j + 32 + l] = ((byte >> 4) + hi2) as i8;
+            q[64 * j + l] = byte & 0x0F;
+            q[64 * j + 32 + l] = byte >> 4;
+            if five {
+                let h = b[16 + l];
+                q[64 * j + l] |= (h >> (2 * j) & 1) << 4;
+                q[64 * j + 32 + l] |= (h >> (2 * j + 1) & 1) << 4;
+            }
         }
     }
-    u
+    (q, sc, m)
+}
+
+/// The inverse of [`q45_k_fields`]: writes the scales, (Q5_K) fifth bits and quants of the
+/// super-block `b`, every byte after d and dmin.
+pub(super) fn q45_k_store_fields(
+    q: &[u8; QK_K],
+    sc: &[u8; 8],
+    m: &[u8; 8],
+    b: &mut [u8],
+    five: bool,
+) {
+    let scales = &mut b[4..16];
+    for j in 0..4 {
+        scales[j] = (sc[j] & 63) | (sc[j + 4] >> 4) << 6;
+        scales[j + 4] = (m[j] & 63) | (m[j + 4] >> 4) << 6;
+        scales[j + 8] = (sc[j + 4] & 0x0F) | (m[j + 4] & 0x0F) << 4;
+    }
+    let at = qs_at(five);
+    for j in 0..4 {
+        for l in 0..32 {
+            let (lo, hi) = (q[64 * j + l], q[64 * j + 32 + l]);
+            b[at + 32 * j + l] = (lo & 0x0F) | (hi & 0x0F) << 4;
+        }
+    }
+    if five {
+        for l in 0..32 {
+            b[16 + l] = (0..4).fold(0, |h, j| {
+                h | (q[64 * j + l] >> 4 & 1) << (2 * j)
+                    | (q[64 * j + 32 + l] >> 4 & 1) << (2 * j + 1)
+            });
+        }
+    }
+}
+
+fn unpack_q45(b: &[u8], five: bool) -> Unpacked45 {
+    let (q, sc, m) = q45_k_fields(b, five);
+    Unpacked45 {
+        q: q.map(|v| v as i8),
+        sc: sc.map(i32::from),
+        m: m.map(i32::from),
+        d: f16_at(b, 0),
+        dmin: f16_at(b, 2),
+    }
 }
 
 fn dequant45(u: &Unpacked45, out: &mut [f32]) {
@@ -119,7 +146,7 @@ pub(super) fn dequant_q4_k(data: &[u8], out: &mut [f32]) {
         .chunks_exact(Q4_K_BYTES)
         .zip(out.chunks_exact_mut(QK_K))
     {
-        dequant45(&unpack_q4_k(b), o);
+        dequant45(&unpack_q45(b, false), o);
     }
 }
 
@@ -129,14 +156,14 @@ pub(super) fn dequant_q5_k(data: &[u8], out: &mut [f32]) {
         .chunks_exact(Q5_K_BYTES)
         .zip(out.chunks_exact_mut(QK_K))
     {
-        dequant45(&unpack_q5_k(b), o);
+        dequant45(&unpack_q45(b, true), o);
     }
 }
 
 pub(super) fn dot_q4_k(row: &[u8], a: &QRow<'_>) -> f32 {
     let mut acc = 0.0f32;
     for (i, b) in row.chunks_exact(Q4_K_BYTES).enumerate() {
-        acc += dot45(&unpack_q4_k(b), a, i);
+        acc += dot45(&unpack_q45(b, false), a, i);
     }
     acc
 }
@@ -144,7 +171,7 @@ pub(super) fn dot_q4_k(row: &[u8], a: &QRow<'_>) -> f32 {
 pub(super) fn dot_q5_k(row: &[u8], a: &QRow<'_>) -> f32 {
     let mut acc = 0.0f32;
     for (i, b) in row.chunks_exact(Q5_K_BYTES).enumerate() {
-        acc += dot45(&unpack_q5_k(b), a, i);
+        acc += dot45(&unpack_q45(b, true), a, i);
     }
     acc
 }

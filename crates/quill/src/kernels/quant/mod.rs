@@ -217,7 +217,7 @@ impl QuantMatrix {
         self.parts.iter().all(QuantPart::is_mapped)
     }
 
-    /// The same matrix with every Q8_0 / Q4_0 / Q4_1 part interleaved for the kernels
+    /// The same matrix with every quantized part interleaved for the kernels
     /// ([`packed`]; a row count that is not a multiple of 8 leaves its last rows row-major).
     /// Bytes shared with `self` are repacked into a copy; see [`Self::into_interleaved`].
     pub fn interleaved(&self) -> QuantMatrix {

@@ -1,4 +1,5 @@
-//! Interleaved ("×8") layout for the 32-value block formats Q8_0, Q4_0 and Q4_1 and for Q6_K:
+//! Interleaved ("×8") layout for the 32-value block formats Q8_0, Q4_0 and Q4_1 and for the
+//! K-quants Q4_K, Q5_K and Q6_K:
 //! eight weight rows stored block by block, so one 32-byte load holds the same four values of
 //! eight rows and the integer products of eight outputs land in the eight lanes of one vector. Scales then apply
 //! as one vector per block instead of one broadcast per output, and nothing is summed
@@ -23,6 +24,19 @@
 //! - the high 2 bits at 1168: for sub-block `s` one unit at `1168 + 32s`, row `c`'s 4 bytes at
 //!   `+4c`; bits `2m..2m+2` of byte `j` are the high bits of value `16s + 4m + j`.
 //!
+//! A Q4_K (Q5_K) group-block (8 super-blocks of 256 values in 8 sub-blocks of 32, 1152 (1408)
+//! bytes) keeps the same byte count by keeping the scales and mins at 6 bits:
+//! - `d[8]: f16` at 0, `dmin[8]: f16` at 16;
+//! - at 32, per sub-block `s` and row `c`, byte `32 + 8s + c`: scale `sc` in bits 0..6, the
+//!   min's low 2 bits in bits 6..8;
+//! - at 96, per pair `p` of sub-blocks, byte `96 + 8p + c`: the high 4 bits of the mins of
+//!   sub-blocks `2p` (low nibble) and `2p + 1` (high nibble);
+//! - the 4-bit quants at 128: sub-block `s` in four units `u` at `128 + 128s + 32u`, row `c`'s
+//!   4 bytes at `+4c`; byte `j` holds value `4u + j` as low nibble and `16 + 4u + j` as high
+//!   nibble (the Q4_0 order within the sub-block);
+//! - Q5_K's fifth bits at 1152: sub-block `s` at `1152 + 32s`, row `c`'s 4 bytes at `+4c`; bit
+//!   `k` of byte `j` is the fifth bit of value `4k + j`.
+//!
 //! Every output is computed exactly as the portable row kernels compute it
 //! ([`super::int::dot`]: per block an exact integer dot product, then `acc += (d_w·d_x)·Σ` in
 //! block order, without fused multiply-adds), so the AVX2 kernel, the portable path and any tile
@@ -39,13 +53,24 @@ pub const LANES: usize = 8;
 
 /// Whether `dtype` has an interleaved layout.
 pub fn packable(dtype: DType) -> bool {
-    matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q6K)
+    matches!(
+        dtype,
+        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q4K | DType::Q5K | DType::Q6K
+    )
 }
 
 /// Where the Q6_K group-block's fields start: scales, low bits, high bits.
 pub(super) const Q6_SCALES: usize = 16;
 pub(super) const Q6_LOW: usize = Q6_SCALES + LANES * 16;
 pub(super) const Q6_HIGH: usize = Q6_LOW + LANES * 128;
+
+/// Where the Q4_K / Q5_K group-block's fields start: dmin, scales (with the mins' low bits),
+/// the mins' high bits, the 4-bit quants, and Q5_K's fifth bits.
+pub(super) const K_DMIN: usize = 16;
+pub(super) const K_SC: usize = 32;
+pub(super) const K_MN: usize = K_SC + LANES * 8;
+pub(super) const K_Q: usize = K_MN + LANES * 4;
+pub(super) const K_Q5H: usize = K_Q + LANES * 128;
 
 /// Bytes of one row's scale fields at the start of a block (d, or d and m for Q4_1).
 fn scale_bytes(dtype: DType) -> usize {
@@ -96,8 +121,10 @@ fn pack_group(dtype: DType, src: &[u8], dst: &mut [u8], row_bytes: usize) {
 
 /// Writes row `c`'s block `blk` (its row-major bytes) into group-block `gb`.
 fn put_block(dtype: DType, gb: &mut [u8], c: usize, blk: &[u8]) {
-    if dtype == DType::Q6K {
-        return put_q6k(gb, c, blk);
+    match dtype {
+        DType::Q6K => return put_q6k(gb, c, blk),
+        DType::Q4K | DType::Q5K => return put_q45k(gb, c, blk, dtype == DType::Q5K),
+        _ => {}
     }
     let sb = scale_bytes(dtype);
     gb[2 * c..2 * c + 2].copy_from_slice(&blk[0..2]);
@@ -112,8 +139,10 @@ fn put_block(dtype: DType, gb: &mut [u8], c: usize, blk: &[u8]) {
 
 /// Row `c`'s block from group-block `gb`, in its row-major bytes (`blk`: one block).
 pub(crate) fn get_block(dtype: DType, gb: &[u8], c: usize, blk: &mut [u8]) {
-    if dtype == DType::Q6K {
-        return get_q6k(gb, c, blk);
+    match dtype {
+        DType::Q6K => return get_q6k(gb, c, blk),
+        DType::Q4K | DType::Q5K => return get_q45k(gb, c, blk, dtype == DType::Q5K),
+        _ => {}
     }
     let sb = scale_bytes(dtype);
     blk[0..2].copy_from_slice(&gb[2 * c..2 * c + 2]);
@@ -163,6 +192,60 @@ fn get_q6k(gb: &[u8], c: usize, blk: &mut [u8]) {
     blk[208..210].copy_from_slice(&gb[2 * c..2 * c + 2]);
 }
 
+/// [`put_block`] for a Q4_K (`five` false) or Q5_K super-block (the layout in the module header).
+fn put_q45k(gb: &mut [u8], c: usize, blk: &[u8], five: bool) {
+    let (q, sc, m) = kquants::q45_k_fields(blk, five);
+    gb[2 * c..2 * c + 2].copy_from_slice(&blk[0..2]);
+    gb[K_DMIN + 2 * c..K_DMIN + 2 * c + 2].copy_from_slice(&blk[2..4]);
+    for s in 0..8 {
+        gb[K_SC + 8 * s + c] = sc[s] | (m[s] & 3) << 6;
+        let v = &q[32 * s..][..32];
+        for u in 0..4 {
+            for j in 0..4 {
+                gb[K_Q + 128 * s + 32 * u + 4 * c + j] =
+                    (v[4 * u + j] & 0x0F) | (v[16 + 4 * u + j] & 0x0F) << 4;
+            }
+        }
+        if five {
+            for j in 0..4 {
+                gb[K_Q5H + 32 * s + 4 * c + j] =
+                    (0..8).fold(0, |h, k| h | (v[4 * k + j] >> 4) << k);
+            }
+        }
+    }
+    for p in 0..4 {
+        gb[K_MN + 8 * p + c] = (m[2 * p] >> 2) | (m[2 * p + 1] >> 2) << 4;
+    }
+}
+
+/// [`get_block`] for a Q4_K / Q5_K super-block.
+fn get_q45k(gb: &[u8], c: usize, blk: &mut [u8], five: bool) {
+    let (mut q, mut sc, mut m) = ([0u8; super::QK_K], [0u8; 8], [0u8; 8]);
+    for s in 0..8 {
+        let byte = gb[K_SC + 8 * s + c];
+        let high = gb[K_MN + 8 * (s / 2) + c] >> (4 * (s % 2)) & 0x0F;
+        (sc[s], m[s]) = (byte & 63, byte >> 6 | high << 2);
+        let v = &mut q[32 * s..][..32];
+        for u in 0..4 {
+            for j in 0..4 {
+                let byte = gb[K_Q + 128 * s + 32 * u + 4 * c + j];
+                (v[4 * u + j], v[16 + 4 * u + j]) = (byte & 0x0F, byte >> 4);
+            }
+        }
+        if five {
+            for j in 0..4 {
+                let h = gb[K_Q5H + 32 * s + 4 * c + j];
+                for k in 0..8 {
+                    v[4 * k + j] |= (h >> k & 1) << 4;
+                }
+            }
+        }
+    }
+    blk[0..2].copy_from_slice(&gb[2 * c..2 * c + 2]);
+    blk[2..4].copy_from_slice(&gb[K_DMIN + 2 * c..K_DMIN + 2 * c + 2]);
+    kquants::q45_k_store_fields(&q, &sc, &m, blk, five);
+}
+
 /// Row `c` (0..8) of the interleaved group `group` (`blocks · 8 · block_bytes` bytes) in its
 /// row-major bytes, written into `row` (`blocks · block_bytes` bytes).
 pub(crate) fn unpack_row(dtype: DType, group: &[u8], c: usize, row: &mut [u8]) {
@@ -197,8 +280,8 @@ pub(crate) fn span(
             r.q.len() == cols
                 && r.d.len() == blocks
                 && r.sum16.len() == cols / 16
-                // Q6_K's activations come in 256-value blocks, without the per-32 fields.
-                && (dtype == DType::Q6K || (r.s.len() == blocks && r.q4.len() == blocks))
+                // The K-quants' activations come in 256-value blocks, without the per-32 fields.
+                && (be == super::QK_K || (r.s.len() == blocks && r.q4.len() == blocks))
         })
     {
         let vnni = crate::kernels::simd::has_vnni();
@@ -228,6 +311,9 @@ unsafe fn span_x86(
     match (dtype, vnni) {
         // The six-bit unpacking dominates Q6_K: the AVX2 kernel serves VNNI machines too.
         (DType::Q6K, _) => k::span::<3, _>(x, w, blocks, groups, emit),
+        // Q4_K / Q5_K: the AVX2 kernel too (no VNNI variant yet; no VNNI machine to measure on).
+        (DType::Q4K, _) => k::span::<4, _>(x, w, blocks, groups, emit),
+        (DType::Q5K, _) => k::span::<5, _>(x, w, blocks, groups, emit),
         (DType::Q8_0, false) => k::span::<0, _>(x, w, blocks, groups, emit),
         (DType::Q4_0, false) => k::span::<1, _>(x, w, blocks, groups, emit),
         (_, false) => k::span::<2, _>(x, w, blocks, groups, emit),
@@ -275,7 +361,15 @@ mod tests {
     #[test]
     fn portable_span_matches_the_dispatched_one() {
         let rows = 16;
-        let cases = [DType::Q8_0, DType::Q4_0, DType::Q4_1, DType::Q6K].into_iter();
+        let cases = [
+            DType::Q8_0,
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q4K,
+            DType::Q5K,
+            DType::Q6K,
+        ]
+        .into_iter();
         for (dtype, extreme) in cases.flat_map(|d| [(d, false), (d, true)]) {
             let (bb, be) = (dtype.block_bytes(), dtype.block_elems());
             let cols = if be == 32 { 96 } else { 512 };
@@ -298,7 +392,7 @@ mod tests {
                     continue;
                 }
                 blk[0..2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
-                if dtype == DType::Q4_1 {
+                if matches!(dtype, DType::Q4_1 | DType::Q4K | DType::Q5K) {
                     blk[2..4].copy_from_slice(&half::f16::from_f32(-0.05).to_le_bytes());
                 }
             }

@@ -13,16 +13,18 @@
 use std::arch::x86_64::*;
 
 use super::act::QRow;
-use super::packed::{LANES, Q6_HIGH, Q6_LOW, Q6_SCALES};
+use super::packed::{K_DMIN, K_MN, K_Q, K_Q5H, K_SC, LANES, Q6_HIGH, Q6_LOW, Q6_SCALES};
 
-/// Group-block bytes (8 blocks) and quant-byte offset, for kernel `T` (0 Q8_0, 1 Q4_0, 2 Q4_1,
-/// 3 Q6_K: [`group_q6k`] finds its fields itself).
+/// Group-block bytes (8 blocks) and quant-byte offset, for kernel `T` (0 Q8_0, 1 Q4_0, 2 Q4_1;
+/// 3 Q6_K, 4 Q4_K, 5 Q5_K: [`group_q6k`] and [`group_q45k`] find their fields themselves).
 const fn layout(t: u8) -> (usize, usize) {
     match t {
         0 => (8 * 34, 16),
         1 => (8 * 18, 16),
         2 => (8 * 20, 32),
-        _ => (Q6_GB, 0),
+        3 => (Q6_GB, 0),
+        4 => (LANES * 144, 0),
+        _ => (LANES * 176, 0),
     }
 }
 
@@ -279,7 +281,8 @@ unsafe fn group_pair<const T: u8>(
 }
 
 /// `groups` interleaved groups from `w` against every row of `x` (at most [`MAX_ROWS`]);
-/// `emit(r, first_weight_row, lanes)`. `T` = 3 (Q6_K) takes [`group_q6k`] and never `V`.
+/// `emit(r, first_weight_row, lanes)`. `T` = 3 (Q6_K) takes [`group_q6k`], 4 and 5 (Q4_K,
+/// Q5_K) [`group_q45k`]; none of them `V`.
 #[inline(always)]
 unsafe fn span_impl<const T: u8, const V: bool, F>(
     x: &[QRow<'_>],
@@ -318,6 +321,10 @@ unsafe fn span_impl<const T: u8, const V: bool, F>(
         match (T, x.len()) {
             (3, 1) => group_q6k::<1>(x, p, blocks, &mut acc),
             (3, _) => group_q6k::<0>(x, p, blocks, &mut acc),
+            (4, 1) => group_q45k::<false, 1>(x, p, blocks, &mut acc),
+            (4, _) => group_q45k::<false, 0>(x, p, blocks, &mut acc),
+            (5, 1) => group_q45k::<true, 1>(x, p, blocks, &mut acc),
+            (5, _) => group_q45k::<true, 0>(x, p, blocks, &mut acc),
             (_, 1) => group::<T, 1, V>(x, p, blocks, &mut acc),
             _ => group::<T, 0, V>(x, p, blocks, &mut acc),
         }
@@ -463,6 +470,148 @@ unsafe fn group_q6k<const R: usize>(
             let t = _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(total));
             let a = acc.get_unchecked_mut(r);
             *a = _mm256_add_ps(*a, t);
+        }
+    }
+}
+
+/// The activation rows `x` (at most [`MAX_ROWS`]) against one interleaved Q4_K (`FIVE` false)
+/// or Q5_K group of `sblocks` group-blocks at `g`: `acc[r]` = the 8 outputs of row `r`.
+///
+/// Per 32-value sub-block the 8 rows' values come as eight 32-byte vectors (4 values of each
+/// row per vector: low and high nibbles of four loads, Q5_K's fifth bit moved in), unpacked
+/// once for every activation row. Per row, `maddubs` forms byte-pair products (at most
+/// 2·15·127 for 4 bits, 2·31·127 for 5), eight (Q4_K) or four (Q5_K) of them are added in
+/// 16-bit lanes (at most 30,480 / 31,496: no overflow), and `madd` by the sub-block's scale,
+/// repeated in both halves of each row's 32-bit lane, gives `sc · Σ q·x`. The mins term
+/// `Σ_s m_s · Σx` pairs two sub-blocks per `madd`, against the activations' 32-value sums. Each
+/// lane's two super-block totals are the exact integers the portable kernel forms, then
+/// `acc += d_x·(d·total − dmin·mins)` as it computes it: the same bits.
+///
+/// # Safety
+/// AVX2, FMA and F16C must be present; `g` must cover `sblocks` group-blocks of the format, and
+/// each `x[r]` `sblocks · 256` values with their scales and 16-value sums.
+#[inline(always)]
+unsafe fn group_q45k<const FIVE: bool, const R: usize>(
+    x: &[QRow<'_>],
+    g: *const u8,
+    sblocks: usize,
+    acc: &mut [__m256; MAX_ROWS],
+) {
+    let gb = layout(if FIVE { 5 } else { 4 }).0;
+    let m4 = _mm256_set1_epi8(0x0F);
+    let b4 = _mm256_set1_epi8(0x10);
+    let m6 = _mm256_set1_epi32(0x3F);
+    let n4 = _mm256_set1_epi32(0x0F);
+    // Which 32-bit word of the activations' paired 32-value sums holds sub-blocks 2p, 2p + 1.
+    let pick = [0, 1, 4, 5].map(|k| _mm256_set1_epi32(k));
+    let rows = if R > 0 { R } else { x.len() }.min(MAX_ROWS);
+    for a in acc[..rows].iter_mut() {
+        *a = _mm256_setzero_ps();
+    }
+    let mut isum = [_mm256_setzero_si256(); MAX_ROWS];
+    for sb in 0..sblocks {
+        let p = g.add(sb * gb);
+        if R == 1 {
+            super::int_avx2::prefetch_ahead(p, gb);
+        }
+        // Per row lane: each sub-block's scale in both 16-bit halves; per pair of sub-blocks
+        // the two mins (low 2 bits from the scale bytes' top, high 4 from a nibble).
+        let mut scv = [_mm256_setzero_si256(); 8];
+        let mut mnv = [_mm256_setzero_si256(); 4];
+        for (pr, mn) in mnv.iter_mut().enumerate() {
+            let bytes = |at: usize| _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(at).cast()));
+            let (a, b) = (bytes(K_SC + 16 * pr), bytes(K_SC + 16 * pr + 8));
+            for (h, v) in [a, b].into_iter().enumerate() {
+                let sc = _mm256_and_si256(v, m6);
+                scv[2 * pr + h] = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+            }
+            let n = bytes(K_MN + 8 * pr);
+            let lo = _mm256_or_si256(
+                _mm256_slli_epi32(_mm256_and_si256(n, n4), 2),
+                _mm256_srli_epi32(a, 6),
+            );
+            let hi = _mm256_or_si256(
+                _mm256_slli_epi32(_mm256_srli_epi32(n, 4), 2),
+                _mm256_srli_epi32(b, 6),
+            );
+            *mn = _mm256_or_si256(lo, _mm256_slli_epi32(hi, 16));
+        }
+        for a in isum[..rows].iter_mut() {
+            *a = _mm256_setzero_si256();
+        }
+        for (s, sc) in scv.iter().enumerate() {
+            let q = p.add(K_Q + 128 * s);
+            let hb = if FIVE {
+                _mm256_loadu_si256(p.add(K_Q5H + 32 * s).cast())
+            } else {
+                _mm256_setzero_si256()
+            };
+            // Fifth bit of value 4k + j: bit k of byte j; moved to bit 4 (16-bit shifts: what
+            // crosses a byte is masked off).
+            let fifth = |k: usize| {
+                let v = match k {
+                    0 => _mm256_slli_epi16(hb, 4),
+                    1 => _mm256_slli_epi16(hb, 3),
+                    2 => _mm256_slli_epi16(hb, 2),
+                    3 => _mm256_slli_epi16(hb, 1),
+                    4 => hb,
+                    5 => _mm256_srli_epi16(hb, 1),
+                    6 => _mm256_srli_epi16(hb, 2),
+                    _ => _mm256_srli_epi16(hb, 3),
+                };
+                _mm256_and_si256(v, b4)
+            };
+            // wv[2u]: values 4u + j, wv[2u + 1]: values 16 + 4u + j.
+            let mut wv = [_mm256_setzero_si256(); 8];
+            for u in 0..4 {
+                let v = _mm256_loadu_si256(q.add(32 * u).cast());
+                wv[2 * u] = _mm256_and_si256(v, m4);
+                wv[2 * u + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+                if FIVE {
+                    wv[2 * u] = _mm256_or_si256(wv[2 * u], fifth(u));
+                    wv[2 * u + 1] = _mm256_or_si256(wv[2 * u + 1], fifth(4 + u));
+                }
+            }
+            for r in 0..rows {
+                let xq = x.get_unchecked(r).q.as_ptr().add(256 * sb + 32 * s);
+                let prod = |u: usize| {
+                    _mm256_add_epi16(
+                        _mm256_maddubs_epi16(wv[2 * u], bcast4(xq.add(4 * u))),
+                        _mm256_maddubs_epi16(wv[2 * u + 1], bcast4(xq.add(16 + 4 * u))),
+                    )
+                };
+                let (h0, h1) = (
+                    _mm256_add_epi16(prod(0), prod(1)),
+                    _mm256_add_epi16(prod(2), prod(3)),
+                );
+                let i = if FIVE {
+                    _mm256_add_epi32(_mm256_madd_epi16(h0, *sc), _mm256_madd_epi16(h1, *sc))
+                } else {
+                    _mm256_madd_epi16(_mm256_add_epi16(h0, h1), *sc)
+                };
+                let a = isum.get_unchecked_mut(r);
+                *a = _mm256_add_epi32(*a, i);
+            }
+        }
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.cast()));
+        let dmin = _mm256_cvtph_ps(_mm_loadu_si128(p.add(K_DMIN).cast()));
+        for r in 0..rows {
+            let xr = x.get_unchecked(r);
+            // The 32-value sums S_s (at most 32·127) as i16: words [S0 S1 S2 S3 ..| S4 .. S7 ..].
+            let s16 = _mm256_loadu_si256(xr.sum16.as_ptr().add(16 * sb).cast());
+            let sums = _mm256_hadd_epi16(s16, s16);
+            let mut mins = _mm256_setzero_si256();
+            for (mn, k) in mnv.iter().zip(&pick) {
+                let pair = _mm256_permutevar8x32_epi32(sums, *k);
+                mins = _mm256_add_epi32(mins, _mm256_madd_epi16(*mn, pair));
+            }
+            let dx = _mm256_set1_ps(*xr.d.get_unchecked(sb));
+            let t = _mm256_sub_ps(
+                _mm256_mul_ps(dw, _mm256_cvtepi32_ps(*isum.get_unchecked(r))),
+                _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(mins)),
+            );
+            let a = acc.get_unchecked_mut(r);
+            *a = _mm256_add_ps(*a, _mm256_mul_ps(dx, t));
         }
     }
 }
