@@ -17,6 +17,8 @@ pub struct Batch<'a> {
     tokenizer: Option<&'a Tokenizer>,
     seqs: Vec<Generation<'a>>,
     scratch: Scratch,
+    /// The last pass's logits, [sequences that ran, vocab].
+    logits: Vec<f32>,
 }
 
 impl<'a> Batch<'a> {
@@ -26,6 +28,7 @@ impl<'a> Batch<'a> {
             tokenizer,
             seqs: Vec::new(),
             scratch: Scratch::default(),
+            logits: Vec::new(),
         }
     }
 
@@ -69,15 +72,20 @@ impl<'a> Batch<'a> {
                 inputs.push(input);
             }
         }
-        let logits = if inputs.is_empty() {
-            Vec::new()
+        if inputs.is_empty() {
+            self.logits.clear();
         } else {
-            self.model
-                .forward_batch(&mut inputs, &mut self.scratch, Logits::Last, None)?
-        };
+            self.model.forward_into(
+                &mut inputs,
+                &mut self.scratch,
+                Logits::Last,
+                &mut self.logits,
+            )?;
+        }
         drop(inputs);
         let elapsed = t0.elapsed();
-        for (i, l) in who.into_iter().zip(logits) {
+        let vocab = self.model.config().vocab_size;
+        for (i, l) in who.into_iter().zip(self.logits.chunks_exact(vocab.max(1))) {
             self.seqs[i].accept_logits(l, elapsed);
         }
         let mut events = Vec::new();

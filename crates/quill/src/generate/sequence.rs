@@ -164,9 +164,16 @@ impl<'a> Generation<'a> {
         })
     }
 
-    /// Receives the logits of the forward pass that ran [`Generation::model_input`].
-    pub(super) fn accept_logits(&mut self, logits: Vec<f32>, elapsed: Duration) {
-        self.logits = logits;
+    /// Receives the logits of the forward pass that ran [`Generation::model_input`] (a copy
+    /// into this sequence's own buffer, which keeps its allocation from step to step).
+    pub(super) fn accept_logits(&mut self, logits: &[f32], elapsed: Duration) {
+        self.logits.clear();
+        self.logits.extend_from_slice(logits);
+        self.logits_ready(elapsed);
+    }
+
+    /// Moves on once `self.logits` holds the logits of the pass that ran the model input.
+    fn logits_ready(&mut self, elapsed: Duration) {
         match self.status {
             Status::Model(Need::Prefill) => {
                 let tokens = self.tokens.len() - self.window_start;
@@ -293,24 +300,28 @@ impl<'a> Generation<'a> {
         });
     }
 
-    /// Runs this sequence's pending model input alone.
+    /// Runs this sequence's pending model input alone, into its own logits buffer.
     fn run_model(&mut self) -> Result<()> {
         let t0 = Instant::now();
         let mut scratch = std::mem::take(&mut self.scratch);
+        let mut logits = std::mem::take(&mut self.logits);
         let model = self.model;
         let result = match self.model_input() {
-            Some(mut input) => model
-                .forward_batch(
-                    std::slice::from_mut(&mut input),
-                    &mut scratch,
-                    Logits::Last,
-                    None,
-                )
-                .map(|mut v| v.pop().unwrap_or_default()),
-            None => Ok(Vec::new()),
+            Some(mut input) => model.forward_into(
+                std::slice::from_mut(&mut input),
+                &mut scratch,
+                Logits::Last,
+                &mut logits,
+            ),
+            None => {
+                logits.clear();
+                Ok(())
+            }
         };
         self.scratch = scratch;
-        self.accept_logits(result?, t0.elapsed());
+        self.logits = logits;
+        result?;
+        self.logits_ready(t0.elapsed());
         Ok(())
     }
 }

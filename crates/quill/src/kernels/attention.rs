@@ -10,6 +10,7 @@ use super::{simd, softmax};
 const PARALLEL_MIN_MACS: usize = 1 << 15;
 
 /// One sequence's part of an [`attention`] call.
+#[derive(Debug, Clone, Copy)]
 pub struct AttnSeq<'a> {
     /// [n_new, n_head, hd]: the new rows' queries; row `t` sits at position `start + t` and
     /// sees positions `0..=start + t`.

@@ -122,6 +122,14 @@ pub struct Scratch {
     pub(crate) up: Vec<f32>,
     pub(crate) act: Vec<f32>,
     pub(crate) scores: Vec<f32>,
+    /// Per sequence of a pass: its first position, its rows of the batch.
+    pub(crate) starts: Vec<usize>,
+    pub(crate) spans: Vec<std::ops::Range<usize>>,
+    /// The batch rows whose logits are wanted.
+    pub(crate) picked: Vec<usize>,
+    /// The attention call's per-sequence parts; always empty between uses (only its
+    /// allocation is kept).
+    pub(crate) attn: Vec<crate::kernels::AttnSeq<'static>>,
 }
 
 /// Resizes `buf` to `n` elements (contents unspecified) without shrinking its allocation.

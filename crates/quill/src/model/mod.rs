@@ -106,8 +106,9 @@ impl Model {
         trace: Option<Trace<'_>>,
     ) -> Result<Vec<f32>> {
         let mut seqs = [BatchInput { tokens, cache }];
-        let mut out = self.forward_batch(&mut seqs, scratch, want, trace)?;
-        Ok(out.pop().unwrap_or_default())
+        let mut logits = Vec::new();
+        self.run(&mut seqs, scratch, want, trace, &mut logits)?;
+        Ok(logits)
     }
 
     /// Runs several sequences in one pass: their rows share every weight read (the point of
@@ -124,6 +125,49 @@ impl Model {
         want: Logits,
         trace: Option<Trace<'_>>,
     ) -> Result<Vec<Vec<f32>>> {
+        let mut logits = Vec::new();
+        self.run(seqs, scratch, want, trace, &mut logits)?;
+        if seqs.len() == 1 {
+            return Ok(vec![logits]);
+        }
+        let vocab = self.config.vocab_size;
+        let mut rest = &logits[..];
+        let mut out = Vec::with_capacity(seqs.len());
+        for s in seqs.iter() {
+            let rows = if want == Logits::All {
+                s.tokens.len()
+            } else {
+                1
+            };
+            let (mine, after) = rest.split_at((rows * vocab).min(rest.len()));
+            out.push(mine.to_vec());
+            rest = after;
+        }
+        Ok(out)
+    }
+
+    /// [`Self::forward_batch`] into a caller's buffer: `logits` becomes the rows asked for, in
+    /// sequence order ([sequences, vocab] for [`Logits::Last`], [Σ tokens, vocab] for
+    /// [`Logits::All`]). With `scratch` and `logits` reused, a decode step allocates nothing
+    /// once they (and the KV caches) have grown to size.
+    pub fn forward_into(
+        &self,
+        seqs: &mut [BatchInput<'_>],
+        scratch: &mut Scratch,
+        want: Logits,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        self.run(seqs, scratch, want, None, logits)
+    }
+
+    fn run(
+        &self,
+        seqs: &mut [BatchInput<'_>],
+        scratch: &mut Scratch,
+        want: Logits,
+        trace: Option<Trace<'_>>,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         // Run the whole pass on a worker of the kernels' thread pool: each matmul's first chunk
         // then starts on this thread at once and only the other workers are woken, instead of
         // every one of a token's ~50 products being handed from an outside thread to the pool.
@@ -133,10 +177,10 @@ impl Model {
             && rayon::current_num_threads() > 1
         {
             let mut res = None;
-            rayon::scope(|_| res = Some(self.forward_pass(seqs, scratch, want, None)));
+            rayon::scope(|_| res = Some(self.forward_pass(seqs, scratch, want, None, logits)));
             return res.unwrap_or_else(|| Err(Error::Request("forward pass did not run".into())));
         }
-        self.forward_pass(seqs, scratch, want, trace)
+        self.forward_pass(seqs, scratch, want, trace, logits)
     }
 
     fn forward_pass(
@@ -145,27 +189,33 @@ impl Model {
         scratch: &mut Scratch,
         want: Logits,
         mut trace: Option<Trace<'_>>,
-    ) -> Result<Vec<Vec<f32>>> {
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let cfg = &self.config;
         let w = &self.weights;
+        logits.clear();
         for s in seqs.iter() {
             self.check_input(s.tokens, s.cache)?;
         }
         let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
         if n == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let (c, hd) = (cfg.d_model, cfg.head_dim());
         let (nh, nkv) = (cfg.n_head, cfg.n_kv_head);
         let (qd, kvd) = (nh * hd, nkv * hd);
-        // Row r of the batch belongs to sequence seq_of[r] at position pos_of[r].
-        let starts: Vec<usize> = seqs.iter().map(|s| s.cache.len()).collect();
-        let mut spans = Vec::with_capacity(seqs.len());
+        // Sequence `si` holds the batch's rows `spans[si]`, at positions from `starts[si]`.
+        // (These and every buffer below live in `scratch`: a decode step allocates nothing.)
+        let (starts, spans) = (&mut scratch.starts, &mut scratch.spans);
+        starts.clear();
+        starts.extend(seqs.iter().map(|s| s.cache.len()));
+        spans.clear();
         let mut row = 0;
         for s in seqs.iter() {
             spans.push(row..row + s.tokens.len());
             row += s.tokens.len();
         }
+        let (starts, spans) = (&scratch.starts, &scratch.spans);
 
         // Embeddings: x [n, C].
         let x = sized(&mut scratch.x, n * c);
@@ -220,21 +270,23 @@ impl Model {
                 s.cache.append(l, ks, &v[span.start * kvd..span.end * kvd]);
             }
             // One attention call for the whole batch: [n, qd].
-            let parts: Vec<AttnSeq<'_>> = seqs
-                .iter()
-                .zip(&spans)
-                .zip(&starts)
-                .map(|((s, span), &start)| {
-                    let (keys, values) = s.cache.layer(l);
-                    AttnSeq {
-                        q: &q[span.start * qd..span.end * qd],
-                        keys,
-                        values,
-                        start,
-                    }
-                })
-                .collect();
+            let mut parts = recycle(std::mem::take(&mut scratch.attn));
+            parts.extend(
+                seqs.iter()
+                    .zip(spans)
+                    .zip(starts)
+                    .map(|((s, span), &start)| {
+                        let (keys, values) = s.cache.layer(l);
+                        AttnSeq {
+                            q: &q[span.start * qd..span.end * qd],
+                            keys,
+                            values,
+                            start,
+                        }
+                    }),
+            );
             kernels::attention(&parts, nh, hd, &mut scratch.scores, att);
+            scratch.attn = recycle(parts);
             let proj = sized(&mut scratch.proj, n * c);
             kernels::matmul(att, &b.attn_out.w, b.attn_out.b.as_deref(), proj);
             kernels::add_in_place(&mut scratch.x, &scratch.proj);
@@ -271,10 +323,12 @@ impl Model {
         }
 
         // Final norm and head, only for the rows asked for: gather them into `h`.
-        let picked: Vec<usize> = match want {
-            Logits::Last => spans.iter().map(|sp| sp.end - 1).collect(),
-            Logits::All => (0..n).collect(),
-        };
+        let picked = &mut scratch.picked;
+        picked.clear();
+        match want {
+            Logits::Last => picked.extend(spans.iter().map(|sp| sp.end - 1)),
+            Logits::All => picked.extend(0..n),
+        }
         let rows = sized(&mut scratch.h, picked.len() * c);
         for (i, &r) in picked.iter().enumerate() {
             rows[i * c..][..c].copy_from_slice(&scratch.x[r * c..][..c]);
@@ -287,27 +341,15 @@ impl Model {
                 tr("hidden.final", rows);
             }
         }
-        let vocab = cfg.vocab_size;
         let head = w.head.as_ref().map_or(&w.tok_emb, |h| &h.w);
-        let mut logits = vec![0.0; picked.len() * vocab];
+        logits.resize(picked.len() * cfg.vocab_size, 0.0);
         kernels::matmul(
             rows,
             head,
             w.head.as_ref().and_then(|h| h.b.as_deref()),
-            &mut logits,
+            logits,
         );
-        if seqs.len() == 1 {
-            // The common decode case: hand the logits over without a copy.
-            return Ok(vec![logits]);
-        }
-        let mut out = Vec::with_capacity(seqs.len());
-        let mut at = 0;
-        for sp in &spans {
-            let k = if want == Logits::All { sp.len() } else { 1 };
-            out.push(logits[at * vocab..(at + k) * vocab].to_vec());
-            at += k;
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Checks one sequence's input before anything is changed.
@@ -341,4 +383,18 @@ impl Model {
             NormKind::RmsNorm => kernels::rms_norm(x, &n.weight, self.config.norm_eps),
         }
     }
+}
+
+/// An empty vector's allocation, reused for borrows of another lifetime (the standard library
+/// collects a mapped `IntoIter` in place: no allocation).
+fn recycle<'b>(mut v: Vec<AttnSeq<'_>>) -> Vec<AttnSeq<'b>> {
+    v.clear();
+    v.into_iter()
+        .map(|s| AttnSeq {
+            q: &[],
+            keys: &[],
+            values: &[],
+            start: s.start,
+        })
+        .collect()
 }
