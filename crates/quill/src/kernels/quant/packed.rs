@@ -51,12 +51,19 @@ use crate::tensor::DType;
 /// Rows per interleaved group.
 pub const LANES: usize = 8;
 
+/// The block formats with an interleaved layout: every one quill runs.
+pub const FORMATS: [DType; 6] = [
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q4K,
+    DType::Q5K,
+    DType::Q6K,
+];
+
 /// Whether `dtype` has an interleaved layout.
 pub fn packable(dtype: DType) -> bool {
-    matches!(
-        dtype,
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q4K | DType::Q5K | DType::Q6K
-    )
+    FORMATS.contains(&dtype)
 }
 
 /// Where the Q6_K group-block's fields start: scales, low bits, high bits.
@@ -361,16 +368,7 @@ mod tests {
     #[test]
     fn portable_span_matches_the_dispatched_one() {
         let rows = 16;
-        let cases = [
-            DType::Q8_0,
-            DType::Q4_0,
-            DType::Q4_1,
-            DType::Q4K,
-            DType::Q5K,
-            DType::Q6K,
-        ]
-        .into_iter();
-        for (dtype, extreme) in cases.flat_map(|d| [(d, false), (d, true)]) {
+        for (dtype, extreme) in FORMATS.into_iter().flat_map(|d| [(d, false), (d, true)]) {
             let (bb, be) = (dtype.block_bytes(), dtype.block_elems());
             let cols = if be == 32 { 96 } else { 512 };
             let rb = cols / be * bb;
