@@ -642,7 +642,7 @@ fn interleaved_kernels_match_the_portable_row_kernel_bit_for_bit() {
     use crate::kernels::quant::act::QActs;
     use crate::kernels::quant::{int, QuantMatrix, QuantPart};
     use crate::tensor::{Bytes, DType};
-    for dt in crate::kernels::quant::packed::FORMATS {
+    for dt in crate::kernels::quant::FORMATS {
         let be = dt.block_elems();
         // Five blocks per row (three K-quant super-blocks).
         let (rows, cols) = (24, if be == 32 { 160 } else { 768 });
@@ -708,7 +708,7 @@ fn interleaved_kernels_match_the_portable_row_kernel_bit_for_bit() {
 fn interleaving_in_place_equals_the_repacked_copy() {
     use crate::kernels::quant::{QuantMatrix, QuantPart};
     use crate::tensor::Bytes;
-    for dt in crate::kernels::quant::packed::FORMATS {
+    for dt in crate::kernels::quant::FORMATS {
         let (rows, cols) = (37, if dt.block_elems() == 32 { 96 } else { 512 });
         let bytes = random_blocks(dt, rows * cols / dt.block_elems(), 72);
         let part = |b: &Bytes| QuantPart::new(dt, rows, cols, b, 0).expect("part");

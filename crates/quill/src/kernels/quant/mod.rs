@@ -179,12 +179,19 @@ impl QuantPart {
     }
 }
 
+/// The block formats quill has kernels for.
+pub const FORMATS: [DType; 6] = [
+    DType::Q8_0,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q4K,
+    DType::Q5K,
+    DType::Q6K,
+];
+
 /// Whether quill has kernels for block type `dtype`.
 pub fn is_supported(dtype: DType) -> bool {
-    matches!(
-        dtype,
-        DType::Q8_0 | DType::Q4_0 | DType::Q4_1 | DType::Q4K | DType::Q5K | DType::Q6K
-    )
+    FORMATS.contains(&dtype)
 }
 
 /// A quantized `[rows, cols]` = `[out, in]` matrix made of one or more stacked parts.

@@ -51,19 +51,10 @@ use crate::tensor::DType;
 /// Rows per interleaved group.
 pub const LANES: usize = 8;
 
-/// The block formats with an interleaved layout: every one quill runs.
-pub const FORMATS: [DType; 6] = [
-    DType::Q8_0,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q4K,
-    DType::Q5K,
-    DType::Q6K,
-];
-
-/// Whether `dtype` has an interleaved layout.
+/// Whether `dtype` has an interleaved layout: every block format quill runs
+/// ([`super::FORMATS`]) has one.
 pub fn packable(dtype: DType) -> bool {
-    FORMATS.contains(&dtype)
+    super::is_supported(dtype)
 }
 
 /// Where the Q6_K group-block's fields start: scales, low bits, high bits.
@@ -368,7 +359,10 @@ mod tests {
     #[test]
     fn portable_span_matches_the_dispatched_one() {
         let rows = 16;
-        for (dtype, extreme) in FORMATS.into_iter().flat_map(|d| [(d, false), (d, true)]) {
+        for (dtype, extreme) in crate::kernels::quant::FORMATS
+            .into_iter()
+            .flat_map(|d| [(d, false), (d, true)])
+        {
             let (bb, be) = (dtype.block_bytes(), dtype.block_elems());
             let cols = if be == 32 { 96 } else { 512 };
             let rb = cols / be * bb;
