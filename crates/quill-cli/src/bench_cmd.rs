@@ -2,9 +2,10 @@
 //! fraction of the decode roofline reached. Timings live here, never in tests.
 
 use anyhow::Context;
-use quill::bench;
+use quill::{bench, KvDtype};
 use serde_json::json;
 
+use crate::sampling_args::KvCache;
 use crate::ModelArgs;
 
 #[derive(clap::Args)]
@@ -30,6 +31,9 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// How the KV caches store keys and values (f16: as llama.cpp's default cache).
+    #[arg(long, value_enum, default_value_t = KvCache::F32)]
+    kv_cache: KvCache,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -83,10 +87,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     let wbytes = bench::decode_weight_bytes(&model);
-    let m = bench::measure(&model, a.prompt_tokens, a.gen_tokens, a.reps)?;
+    let kv = KvDtype::from(a.kv_cache);
+    let m = bench::measure(&model, a.prompt_tokens, a.gen_tokens, a.reps, kv)?;
     let mut sweep = Vec::new();
     for &b in &batches {
-        sweep.push((b, bench::measure_batch(&model, b, a.gen_tokens)?));
+        sweep.push((b, bench::measure_batch(&model, b, a.gen_tokens, kv)?));
     }
     // Peak memory of the model's own work, read before the bandwidth probe allocates its buffer.
     let rss = peak_rss();
@@ -94,6 +99,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &model,
         a.prompt_tokens + a.gen_tokens + 1,
         batches.iter().copied().max().unwrap_or(1),
+        kv,
     );
     let bw = bench::read_bandwidth(256 << 20, 5);
     let roofline = bw / wbytes as f64;
@@ -103,6 +109,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "model": name,
             "threads": threads,
             "simd": quill::kernels::simd_level(),
+            "kv_cache": kv.as_str(),
             "read_bandwidth_gb_s": bw / 1e9,
             "decode_weight_bytes": wbytes,
             "roofline_tokens_per_s": roofline,
@@ -124,6 +131,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "threads / simd   {threads} / {}",
         quill::kernels::simd_level()
     );
+    println!("kv cache         {kv}");
     println!("read bandwidth   {:.1} GB/s", bw / 1e9);
     println!("weights/token    {:.1} MB", wbytes as f64 / 1e6);
     println!("roofline         {roofline:.1} tokens/s (bandwidth / weight bytes)");

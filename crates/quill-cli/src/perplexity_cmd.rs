@@ -5,8 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use quill::KvDtype;
 use serde_json::json;
 
+use crate::sampling_args::KvCache;
 use crate::ModelArgs;
 
 #[derive(clap::Args)]
@@ -29,6 +31,9 @@ pub struct Args {
     /// Print a JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
+    /// How the KV cache stores keys and values (f16: measure what the rounding costs).
+    #[arg(long, value_enum, default_value_t = KvCache::F32)]
+    kv_cache: KvCache,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -63,7 +68,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let ids = tok
         .encode(&text, true)
         .with_context(|| format!("tokenizing {}", path.display()))?;
-    let r = quill::perplexity(&loaded.model, &ids, context, stride)
+    let kv = KvDtype::from(a.kv_cache);
+    let r = quill::perplexity_with(&loaded.model, &ids, context, stride, kv)
         .with_context(|| format!("scoring {}", path.display()))?;
     let info = &loaded.info;
     if a.json {
@@ -78,13 +84,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "model": info.path,
             "stored_dtype": info.stored_dtype,
             "run_dtype": info.run_dtype,
+            "kv_cache": kv.as_str(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!(
         "perplexity: {:.4} over {} tokens (mean NLL {:.4} nats/token; {} window{} of up to {context} \
-         tokens, stride {stride}; weights {})",
+         tokens, stride {stride}; weights {}, KV cache {kv})",
         r.ppl,
         r.tokens_scored,
         r.nll_mean,

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use quill::generate::ContextPolicy;
 use quill::sampling::{LogprobSource, Stage};
-use quill::{GenerateParams, SamplerConfig};
+use quill::{GenerateParams, KvDtype, SamplerConfig};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplingArgs {
@@ -85,6 +85,25 @@ pub struct SamplingArgs {
     /// (after the sampler chain).
     #[arg(long, value_enum, default_value_t = LpSource::Model)]
     pub logprobs_source: LpSource,
+    /// How the KV cache stores keys and values: f32 (exact) or f16 (half the cache memory and
+    /// attention reads, rounded as llama.cpp's default cache is).
+    #[arg(long, value_enum, default_value_t = KvCache::F32)]
+    pub kv_cache: KvCache,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum KvCache {
+    F32,
+    F16,
+}
+
+impl From<KvCache> for KvDtype {
+    fn from(k: KvCache) -> KvDtype {
+        match k {
+            KvCache::F32 => KvDtype::F32,
+            KvCache::F16 => KvDtype::F16,
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -205,6 +224,7 @@ impl SamplingArgs {
                 Policy::Stop => ContextPolicy::Stop,
             },
             truncate_prompt: self.truncate_prompt,
+            kv_cache: self.kv_cache.into(),
         })
     }
 }

@@ -565,3 +565,57 @@ fn dtype_rejects_unknown_names_and_unquantizable_shapes() {
         "{e}"
     );
 }
+
+#[test]
+fn kv_cache_flag_runs_generation_perplexity_and_bench() {
+    let greedy = |kv: &str| {
+        let o = run(&[
+            "generate",
+            "-p",
+            "ROMEO:",
+            "-n",
+            "20",
+            "-t",
+            "0",
+            "--kv-cache",
+            kv,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let half = greedy("f16");
+    assert!(half.starts_with("ROMEO:"), "{half}");
+    assert_eq!(half.chars().count(), "ROMEO:".len() + 20 + 1);
+    let (_dir, f) = text_file("passage.txt", PASSAGE);
+    let o = run(&["perplexity", "--file", &f, "--json", "--kv-cache", "f16"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["kv_cache"], "f16");
+    let o = run(&[
+        "bench",
+        "--synthetic",
+        "gpt2-124m",
+        "--prompt-tokens",
+        "4",
+        "--gen-tokens",
+        "2",
+        "--batch",
+        "",
+        "--reps",
+        "1",
+        "--json",
+        "--kv-cache",
+        "f16",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(v["kv_cache"], "f16");
+    // 7 positions × 12 layers × 768 × (key + value) × 2 bytes.
+    assert_eq!(v["kv_cache_bytes_largest_run"], 7 * 12 * 768 * 2 * 2);
+    let o = run(&["generate", "--kv-cache", "q8", "-n", "1"]);
+    let e = stderr(&o);
+    assert!(
+        !o.status.success() && e.contains("'q8'") && e.contains("f16"),
+        "{e}"
+    );
+}

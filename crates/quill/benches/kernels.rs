@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use divan::{black_box, Bencher};
 use quill::kernels::quant::{self, act::QActs, QuantMatrix, QuantPart};
-use quill::kernels::{matmul, AttnSeq, Matrix, WeightData};
+use quill::kernels::{matmul, AttnSeq, KvRows, Matrix, WeightData};
 use quill::tensor::{Bytes, DType};
 
 fn main() {
@@ -122,17 +122,22 @@ fn quantize_activations<const BLOCK: usize>(bencher: Bencher) {
     bencher.bench_local(|| a.quantize(black_box(&x), OUT, BLOCK));
 }
 
-#[divan::bench(args = [128, 1024])]
-fn attention_decode_step(bencher: Bencher, positions: usize) {
+/// One decode row's attention over a KV cache of `positions`, stored f32 (`F16` false) or f16.
+#[divan::bench(args = [128, 1024], consts = [false, true])]
+fn attention_decode_step<const F16: bool>(bencher: Bencher, positions: usize) {
     let (nh, hd) = (12, 64);
     let q = values(nh * hd, 4);
     // The KV cache's layout: per head, [positions, hd].
-    let keys: Vec<Vec<f32>> = (0..nh)
-        .map(|h| values(positions * hd, 5 + h as u32))
-        .collect();
-    let vals: Vec<Vec<f32>> = (0..nh)
-        .map(|h| values(positions * hd, 50 + h as u32))
-        .collect();
+    let rows = |seed: u32| {
+        let v = values(positions * hd, seed);
+        if F16 {
+            KvRows::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect())
+        } else {
+            KvRows::F32(v)
+        }
+    };
+    let keys: Vec<KvRows> = (0..nh).map(|h| rows(5 + h as u32)).collect();
+    let vals: Vec<KvRows> = (0..nh).map(|h| rows(50 + h as u32)).collect();
     let mut scores = vec![0.0; positions];
     let mut out = vec![0.0; nh * hd];
     let seq = [AttnSeq {

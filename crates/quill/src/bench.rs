@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::generate::Batch;
 use crate::kernels::Matrix;
 use crate::model::weights::{Block, Linear, Norm, Weights};
-use crate::model::{Logits, Model, Scratch};
+use crate::model::{KvDtype, Logits, Model, Scratch};
 use crate::{GenerateParams, SamplerConfig};
 
 /// Reads a buffer of `bytes` (spread over the thread pool) `reps` times; returns the best read
@@ -153,14 +153,21 @@ pub struct Measurement {
 }
 
 /// Prefills `prompt_len` tokens in one pass, then decodes `gen` tokens one at a time (greedy
-/// over fixed ids, so the measurement is the model alone). Best of `reps`.
-pub fn measure(model: &Model, prompt_len: usize, gen: usize, reps: usize) -> Result<Measurement> {
+/// over fixed ids, so the measurement is the model alone), with a KV cache of `kv`. Best of
+/// `reps`.
+pub fn measure(
+    model: &Model,
+    prompt_len: usize,
+    gen: usize,
+    reps: usize,
+    kv: KvDtype,
+) -> Result<Measurement> {
     let v = model.config().vocab_size as u32;
     let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| (i * 7919) % v).collect();
     let (mut best_p, mut best_d) = (Duration::MAX, Duration::MAX);
     let mut scratch = Scratch::default();
     for _ in 0..reps.max(1) {
-        let mut cache = model.new_cache(prompt_len + gen + 1);
+        let mut cache = model.new_cache_with(prompt_len + gen + 1, kv);
         let t0 = Instant::now();
         model.forward(&prompt, &mut cache, &mut scratch, Logits::Last, None)?;
         best_p = best_p.min(t0.elapsed());
@@ -184,16 +191,16 @@ pub fn measure(model: &Model, prompt_len: usize, gen: usize, reps: usize) -> Res
     })
 }
 
-/// Bytes of KV cache held by `batch` sequences of `positions` positions each (f32 keys and
-/// values for every layer).
-pub fn kv_cache_bytes(model: &Model, positions: usize, batch: usize) -> usize {
+/// Bytes of KV cache held by `batch` sequences of `positions` positions each (keys and values
+/// of `kv` for every layer).
+pub fn kv_cache_bytes(model: &Model, positions: usize, batch: usize, kv: KvDtype) -> usize {
     let c = model.config();
-    2 * c.n_layer * c.n_kv_head * c.head_dim() * 4 * positions * batch
+    2 * c.n_layer * c.n_kv_head * c.head_dim() * kv.bytes() * positions * batch
 }
 
 /// Total decode tokens/s with `batch` sequences generating together (one batched forward per
-/// step), each from a short prompt.
-pub fn measure_batch(model: &Model, batch: usize, gen: usize) -> Result<f64> {
+/// step), each from a short prompt, with KV caches of `kv`.
+pub fn measure_batch(model: &Model, batch: usize, gen: usize, kv: KvDtype) -> Result<f64> {
     let mut b = Batch::new(model, None);
     for i in 0..batch {
         let params = GenerateParams {
@@ -202,6 +209,7 @@ pub fn measure_batch(model: &Model, batch: usize, gen: usize) -> Result<f64> {
                 seed: i as u64,
                 ..SamplerConfig::greedy()
             },
+            kv_cache: kv,
             ..GenerateParams::default()
         };
         b.add(

@@ -13,7 +13,7 @@
 //! `perplexity = exp(mean negative log-likelihood)` in nats per token.
 
 use crate::error::{Error, Result};
-use crate::model::{Logits, Model, Scratch};
+use crate::model::{KvDtype, Logits, Model, Scratch};
 
 /// The result of [`perplexity`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,6 +36,18 @@ pub fn perplexity(
     tokens: &[u32],
     window: usize,
     stride: usize,
+) -> Result<PerplexityReport> {
+    perplexity_with(model, tokens, window, stride, KvDtype::F32)
+}
+
+/// [`perplexity`] with a KV cache storing keys and values as `kv`: the quality cost of an f16
+/// cache, measured.
+pub fn perplexity_with(
+    model: &Model,
+    tokens: &[u32],
+    window: usize,
+    stride: usize,
+    kv: KvDtype,
 ) -> Result<PerplexityReport> {
     let ctx = model.config().context_length;
     if window < 2 || window > ctx {
@@ -67,7 +79,7 @@ pub fn perplexity(
     }
     let vocab = model.config().vocab_size;
     let mut scratch = Scratch::default();
-    let mut cache = model.new_cache(window);
+    let mut cache = model.new_cache_with(window, kv);
     let (mut nll, mut scored, mut windows) = (0.0f64, 0usize, 0usize);
     // The first token not yet scored; `stride < window` keeps it past each window's start.
     let mut next = 1;

@@ -24,9 +24,9 @@ pub mod tokenizer;
 
 pub use config::ModelConfig;
 pub use error::{Error, Result};
-pub use eval::{perplexity, PerplexityReport};
+pub use eval::{perplexity, perplexity_with, PerplexityReport};
 pub use generate::{Event, FinishReason, GenerateParams, Generation};
 pub use load::{load, LoadedModel, ModelSource, WeightDtype};
-pub use model::{KvCache, Logits, Model};
+pub use model::{KvCache, KvDtype, Logits, Model};
 pub use sampling::SamplerConfig;
 pub use tokenizer::Tokenizer;

@@ -1,7 +1,8 @@
 //! A decode step allocates nothing once its buffers have grown: the forward pass into a reused
-//! logits buffer, for float, interleaved-quantized and batched models alike. Counted by a global
-//! allocator wrapper over every thread (the kernels' pool included). The binary runs without
-//! the libtest harness (`harness = false`), whose own threads would allocate while it counts.
+//! logits buffer, for float, interleaved-quantized and batched models alike, with f32 and f16
+//! KV caches. Counted by a global allocator wrapper over every thread (the kernels' pool
+//! included). The binary runs without the libtest harness (`harness = false`), whose own
+//! threads would allocate while it counts.
 
 mod common;
 
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use common::fixtures;
 use quill::load::LoadOptions;
 use quill::model::{BatchInput, Scratch};
-use quill::{Logits, ModelSource, WeightDtype};
+use quill::{KvDtype, Logits, ModelSource, WeightDtype};
 
 struct Counting;
 
@@ -46,17 +47,19 @@ fn main() {
 
 fn decode_steps_allocate_nothing() {
     let cases = [
-        ("models/gpt2-bias-tanh/hf-safetensors", None),
+        ("models/gpt2-bias-tanh/hf-safetensors", None, KvDtype::F32),
         (
             "models/gpt2-bias-tanh/hf-safetensors",
             Some(WeightDtype::Q4_0),
+            KvDtype::F16,
         ),
         (
             "models/llama-gqa-tied/hf-safetensors",
             Some(WeightDtype::Q8_0),
+            KvDtype::F32,
         ),
     ];
-    for (rel, dtype) in cases {
+    for (rel, dtype, kv) in cases {
         let opts = LoadOptions {
             dtype,
             ..LoadOptions::default()
@@ -67,7 +70,7 @@ fn decode_steps_allocate_nothing() {
         // Two sequences, batched, then one alone. Capacity 32: the caches take 17 positions at
         // the prompt, grow to 32 (doubling, capped) at the first decode step and stay there
         // (sequence 0 ends at 17 + 2 + 4·2 = 27 positions).
-        let mut caches = [m.new_cache(32), m.new_cache(32)];
+        let mut caches = [m.new_cache_with(32, kv), m.new_cache_with(32, kv)];
         let mut scratch = Scratch::default();
         let mut logits = Vec::new();
         let prompt: Vec<u32> = (0..17).map(|i| (i * 7) % 50).collect();
@@ -113,7 +116,7 @@ fn decode_steps_allocate_nothing() {
         assert_eq!(
             windows.iter().min(),
             Some(&0),
-            "{rel} {dtype:?}: allocations in each window of two passes: {windows:?}"
+            "{rel} {dtype:?}, {kv} cache: allocations in each window of two passes: {windows:?}"
         );
         assert_eq!(logits.len(), m.config().vocab_size);
     }

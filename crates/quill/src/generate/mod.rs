@@ -30,6 +30,7 @@ pub use stop::StopMatcher;
 
 use std::time::Duration;
 
+use crate::model::KvDtype;
 use crate::sampling::{LogprobSource, SamplerConfig, TokenLogprobs};
 
 /// What to do when the sequence outgrows the model's context window.
@@ -63,6 +64,8 @@ pub struct GenerateParams {
     /// A prompt longer than the context is an error unless this is set, in which case only its
     /// last `context_length` tokens are kept (reported by [`Event::Prompt`]).
     pub truncate_prompt: bool,
+    /// How this sequence's KV cache stores keys and values.
+    pub kv_cache: KvDtype,
 }
 
 impl Default for GenerateParams {
@@ -78,6 +81,7 @@ impl Default for GenerateParams {
             logprob_source: LogprobSource::Model,
             context: ContextPolicy::Shift,
             truncate_prompt: false,
+            kv_cache: KvDtype::F32,
         }
     }
 }

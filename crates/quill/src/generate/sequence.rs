@@ -102,7 +102,7 @@ impl<'a> Generation<'a> {
             stops: StopMatcher::new(params.stop.clone()),
             started: Instant::now(),
             sampler,
-            cache: model.new_cache(ctx),
+            cache: model.new_cache_with(ctx, params.kv_cache),
             scratch: Scratch::default(),
             tokens: prompt,
             window_start: prompt_len.saturating_sub(ctx),

@@ -9,6 +9,38 @@ use super::{simd, softmax};
 /// Below this many multiply-adds attention runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 15;
 
+/// One KV head's cached rows, `[positions, hd]`, in the cache's storage type. Half-precision
+/// rows hold each key and value rounded to the nearest f16 (as llama.cpp's default cache
+/// does): half the bytes for attention to stream, and every score and sum then computed
+/// exactly as over the f32 widening of those rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvRows {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+impl KvRows {
+    /// Values held (positions · hd).
+    pub fn len(&self) -> usize {
+        match self {
+            KvRows::F32(v) => v.len(),
+            KvRows::F16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes per stored value.
+    pub fn value_bytes(&self) -> usize {
+        match self {
+            KvRows::F32(_) => 4,
+            KvRows::F16(_) => 2,
+        }
+    }
+}
+
 /// One sequence's part of an [`attention`] call.
 #[derive(Debug, Clone, Copy)]
 pub struct AttnSeq<'a> {
@@ -17,9 +49,9 @@ pub struct AttnSeq<'a> {
     pub q: &'a [f32],
     /// Per KV head, [positions, hd]: at least `start + n_new` positions, the new rows' own keys
     /// included. Each head's positions are contiguous, so one head's scan streams memory.
-    pub keys: &'a [Vec<f32>],
+    pub keys: &'a [KvRows],
     /// Per KV head, [positions, hd], as `keys`.
-    pub values: &'a [Vec<f32>],
+    pub values: &'a [KvRows],
     /// Positions already in the cache before the new rows.
     pub start: usize,
 }
@@ -105,7 +137,7 @@ pub fn attention(
         };
         one_head(
             &s.q[(r * n_head + h) * hd..][..hd],
-            &kv,
+            kv,
             &mut sc[..s.start + r + 1],
             oh,
         );
@@ -127,33 +159,60 @@ pub fn attention(
 }
 
 /// One KV head's keys and values: position `p`'s vector is `[p·hd..][..hd]`.
+#[derive(Clone, Copy)]
 struct KvHead<'a> {
-    keys: &'a [f32],
-    values: &'a [f32],
+    keys: &'a KvRows,
+    values: &'a KvRows,
 }
 
 /// `oh = Σ_p softmax(q·k_p/√hd)_p · v_p` over the first `sc.len()` positions.
-fn one_head(qh: &[f32], kv: &KvHead<'_>, sc: &mut [f32], oh: &mut [f32]) {
+fn one_head(qh: &[f32], kv: KvHead<'_>, sc: &mut [f32], oh: &mut [f32]) {
     let hd = qh.len();
     let scale = 1.0 / (hd as f32).sqrt();
     #[cfg(target_arch = "x86_64")]
     if hd.is_multiple_of(8) && simd::has_avx2_f16c() {
-        // SAFETY: AVX2 and FMA are present; `scores`/`weighted_sum` check that the slices
+        // SAFETY: AVX2, FMA and F16C are present; `scores`/`weighted_sum` check that the rows
         // cover `sc.len()` positions before reading them.
         unsafe {
-            avx2::scores(qh, kv, scale, sc);
+            match kv.keys {
+                KvRows::F32(k) => avx2::scores::<false>(qh, k.as_ptr().cast(), k.len(), scale, sc),
+                KvRows::F16(k) => avx2::scores::<true>(qh, k.as_ptr().cast(), k.len(), scale, sc),
+            }
             softmax(sc);
-            avx2::weighted_sum(sc, kv, oh);
+            match kv.values {
+                KvRows::F32(v) => avx2::weighted_sum::<false>(sc, v.as_ptr().cast(), v.len(), oh),
+                KvRows::F16(v) => avx2::weighted_sum::<true>(sc, v.as_ptr().cast(), v.len(), oh),
+            }
         }
         return;
     }
+    // Portable: the same arithmetic over each position's f32 widening (f16 rows widened into
+    // a small buffer, on the stack for head sizes up to 256).
+    let mut stack = [0.0f32; 256];
+    let mut heap = Vec::new();
+    let wide: &mut [f32] = if hd <= stack.len() {
+        &mut stack[..hd]
+    } else {
+        heap.resize(hd, 0.0);
+        &mut heap
+    };
+    let row = |rows: &KvRows, p: usize, wide: &mut [f32]| match rows {
+        KvRows::F32(v) => wide.copy_from_slice(&v[p * hd..][..hd]),
+        KvRows::F16(v) => {
+            for (w, h) in wide.iter_mut().zip(&v[p * hd..][..hd]) {
+                *w = h.to_f32();
+            }
+        }
+    };
     for (p, s) in sc.iter_mut().enumerate() {
-        *s = simd::dot(qh, &kv.keys[p * hd..][..hd]) * scale;
+        row(kv.keys, p, wide);
+        *s = simd::dot(qh, wide) * scale;
     }
     softmax(sc);
     oh.fill(0.0);
     for (p, &w) in sc.iter().enumerate() {
-        simd::axpy(w, &kv.values[p * hd..][..hd], oh);
+        row(kv.values, p, wide);
+        simd::axpy(w, wide, oh);
     }
 }
 
@@ -166,42 +225,55 @@ fn one_head(qh: &[f32], kv: &KvHead<'_>, sc: &mut [f32], oh: &mut [f32]) {
 mod avx2 {
     use std::arch::x86_64::*;
 
-    use super::KvHead;
+    /// Eight values at element `i` of rows of f32 (`H` false) or f16 (`H` true), as f32.
+    #[inline(always)]
+    unsafe fn load<const H: bool>(base: *const u8, i: usize) -> __m256 {
+        if H {
+            _mm256_cvtph_ps(_mm_loadu_si128(base.add(2 * i).cast()))
+        } else {
+            _mm256_loadu_ps(base.cast::<f32>().add(i))
+        }
+    }
 
-    /// `sc[p] = scale · q·k_p`, four positions at a time. Each score is bit-identical to
-    /// `simd::dot(q, k_p) · scale` (two 8-lane accumulators over 16-value steps, their sum, the
-    /// same pairwise horizontal sum): the four horizontal sums are done together by a 4×4
-    /// transpose instead of one after another.
+    /// `sc[p] = scale · q·k_p`, four positions at a time, over `len` stored key values at `k`
+    /// (f32, or f16 when `H`). Each score is bit-identical to `simd::dot(q, k_p) · scale` over
+    /// the widened key (two 8-lane accumulators over 16-value steps, their sum, the same
+    /// pairwise horizontal sum): the four horizontal sums are done together by a 4×4 transpose
+    /// instead of one after another.
     ///
     /// # Safety
-    /// AVX2/FMA present; `kv.keys` holds `sc.len()` positions; `q.len() % 8 == 0`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn scores(q: &[f32], kv: &KvHead<'_>, scale: f32, sc: &mut [f32]) {
+    /// AVX2/FMA/F16C present; `k` holds `len` values of its type; `q.len() % 8 == 0`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn scores<const H: bool>(
+        q: &[f32],
+        k: *const u8,
+        len: usize,
+        scale: f32,
+        sc: &mut [f32],
+    ) {
         let hd = q.len();
-        let len = sc.len();
-        assert!(len * hd <= kv.keys.len());
-        let k = kv.keys.as_ptr();
+        let n_pos = sc.len();
+        assert!(n_pos * hd <= len);
         let qp = q.as_ptr();
         let mut p = 0;
-        while p < len {
-            let n = (len - p).min(4);
+        while p < n_pos {
+            let n = (n_pos - p).min(4);
             let mut a0 = [_mm256_setzero_ps(); 4];
             let mut a1 = [_mm256_setzero_ps(); 4];
             let mut i = 0;
             while i + 16 <= hd {
                 let (q0, q1) = (_mm256_loadu_ps(qp.add(i)), _mm256_loadu_ps(qp.add(i + 8)));
                 for (j, (s0, s1)) in a0.iter_mut().zip(a1.iter_mut()).enumerate().take(n) {
-                    let kp = k.add((p + j) * hd + i);
-                    *s0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(kp), *s0);
-                    *s1 = _mm256_fmadd_ps(q1, _mm256_loadu_ps(kp.add(8)), *s1);
+                    let at = (p + j) * hd + i;
+                    *s0 = _mm256_fmadd_ps(q0, load::<H>(k, at), *s0);
+                    *s1 = _mm256_fmadd_ps(q1, load::<H>(k, at + 8), *s1);
                 }
                 i += 16;
             }
             if i < hd {
                 let q0 = _mm256_loadu_ps(qp.add(i));
                 for (j, s0) in a0.iter_mut().enumerate().take(n) {
-                    let kp = k.add((p + j) * hd + i);
-                    *s0 = _mm256_fmadd_ps(q0, _mm256_loadu_ps(kp), *s0);
+                    *s0 = _mm256_fmadd_ps(q0, load::<H>(k, (p + j) * hd + i), *s0);
                 }
             }
             // h_j = low half + high half of (a0_j + a1_j); the score is
@@ -222,24 +294,27 @@ mod avx2 {
         }
     }
 
-    /// `oh = Σ_p w[p] · v_p`, 64 features at a time in eight registers (then 8 at a time).
+    /// `oh = Σ_p w[p] · v_p` over `len` stored values at `v` (f32, or f16 when `H`), 64
+    /// features at a time in eight registers (then 8 at a time).
     ///
     /// # Safety
-    /// AVX2/FMA present; `kv.values` holds `w.len()` positions; `oh.len() % 8 == 0`.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weighted_sum(w: &[f32], kv: &KvHead<'_>, oh: &mut [f32]) {
+    /// AVX2/FMA/F16C present; `v` holds `len` values of its type; `oh.len() % 8 == 0`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn weighted_sum<const H: bool>(
+        w: &[f32],
+        v: *const u8,
+        len: usize,
+        oh: &mut [f32],
+    ) {
         let hd = oh.len();
-        let len = w.len();
-        assert!(len * hd <= kv.values.len());
-        let v = kv.values.as_ptr();
+        assert!(w.len() * hd <= len);
         let mut c = 0;
         while c + 64 <= hd {
             let mut acc = [_mm256_setzero_ps(); 8];
             for (p, &wp) in w.iter().enumerate() {
                 let wv = _mm256_set1_ps(wp);
-                let vp = v.add(p * hd + c);
                 for (j, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(wv, _mm256_loadu_ps(vp.add(8 * j)), *a);
+                    *a = _mm256_fmadd_ps(wv, load::<H>(v, p * hd + c + 8 * j), *a);
                 }
             }
             for (j, a) in acc.iter().enumerate() {
@@ -250,11 +325,75 @@ mod avx2 {
         while c < hd {
             let mut acc = _mm256_setzero_ps();
             for (p, &wp) in w.iter().enumerate() {
-                let vp = v.add(p * hd + c);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(wp), _mm256_loadu_ps(vp), acc);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(wp), load::<H>(v, p * hd + c), acc);
             }
             _mm256_storeu_ps(oh.as_mut_ptr().add(c), acc);
             c += 8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::tests::{per_head, values};
+
+    /// The same rows as f16.
+    fn to_f16(rows: &[KvRows]) -> Vec<KvRows> {
+        rows.iter()
+            .map(|r| match r {
+                KvRows::F32(v) => KvRows::F16(v.iter().map(|&x| half::f16::from_f32(x)).collect()),
+                KvRows::F16(v) => KvRows::F16(v.clone()),
+            })
+            .collect()
+    }
+
+    /// Their f32 widening.
+    fn widened(rows: &[KvRows]) -> Vec<KvRows> {
+        rows.iter()
+            .map(|r| match r {
+                KvRows::F16(v) => KvRows::F32(v.iter().map(|h| h.to_f32()).collect()),
+                KvRows::F32(v) => KvRows::F32(v.clone()),
+            })
+            .collect()
+    }
+
+    /// An f16 cache gives exactly what an f32 cache holding the same (rounded) values gives,
+    /// on the portable path (odd head size) and the SIMD one (8- and 64-wide pieces), for
+    /// prefill rows and a decode row; and stays close to the unrounded f32 cache.
+    #[test]
+    fn f16_rows_compute_exactly_what_their_widening_computes() {
+        for hd in [19, 16, 72] {
+            let (n_head, n_kv, start, n_new) = (6, 3, 37, 5);
+            let len = start + n_new;
+            let q = values(n_new * n_head * hd, 31);
+            let keys = per_head(&values(len * n_kv * hd, 32), n_kv, hd);
+            let vals = per_head(&values(len * n_kv * hd, 33), n_kv, hd);
+            let (k16, v16) = (to_f16(&keys), to_f16(&vals));
+            let (kw, vw) = (widened(&k16), widened(&v16));
+            let run = |q: &[f32], keys: &[KvRows], values: &[KvRows], start: usize| {
+                let mut out = vec![0.0; q.len()];
+                let seq = AttnSeq {
+                    q,
+                    keys,
+                    values,
+                    start,
+                };
+                attention(&[seq], n_head, hd, &mut Vec::new(), &mut out);
+                out
+            };
+            let half = run(&q, &k16, &v16, start);
+            assert_eq!(half, run(&q, &kw, &vw, start), "hd {hd}");
+            let exact = run(&q, &keys, &vals, start);
+            for (a, b) in half.iter().zip(&exact) {
+                assert!((a - b).abs() < 2e-3, "hd {hd}: {a} vs {b}");
+            }
+            let last = &q[(n_new - 1) * n_head * hd..];
+            assert_eq!(
+                run(last, &k16, &v16, len - 1),
+                half[(n_new - 1) * n_head * hd..],
+                "hd {hd}: decode row"
+            );
         }
     }
 }

@@ -15,7 +15,7 @@ mod tile;
 mod weights;
 
 pub use activation::Act;
-pub use attention::{attention, AttnSeq};
+pub use attention::{attention, AttnSeq, KvRows};
 pub use matmul::{matmul, matmul_act};
 pub use panel::Panels;
 pub(crate) use panel::PANEL;

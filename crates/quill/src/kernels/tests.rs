@@ -201,13 +201,15 @@ fn attention_reference(
 }
 
 /// Splits a `[positions, n_kv, hd]` array into the KV cache's per-head `[positions, hd]` form.
-fn per_head(x: &[f32], n_kv: usize, hd: usize) -> Vec<Vec<f32>> {
+pub(super) fn per_head(x: &[f32], n_kv: usize, hd: usize) -> Vec<KvRows> {
     (0..n_kv)
         .map(|g| {
-            x.chunks_exact(n_kv * hd)
-                .flat_map(|row| &row[g * hd..][..hd])
-                .copied()
-                .collect()
+            KvRows::F32(
+                x.chunks_exact(n_kv * hd)
+                    .flat_map(|row| &row[g * hd..][..hd])
+                    .copied()
+                    .collect(),
+            )
         })
         .collect()
 }

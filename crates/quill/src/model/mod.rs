@@ -5,7 +5,7 @@
 pub mod kv_cache;
 pub mod weights;
 
-pub use kv_cache::{KvCache, Scratch};
+pub use kv_cache::{KvCache, KvDtype, Scratch};
 pub use weights::{Layout, Weights};
 
 use crate::config::{Activation, ModelConfig, NormKind, Positions};
@@ -90,6 +90,11 @@ impl Model {
     /// A fresh, empty KV cache sized for up to `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> KvCache {
         KvCache::new(&self.config, capacity)
+    }
+
+    /// [`Model::new_cache`] storing keys and values as `dtype`.
+    pub fn new_cache_with(&self, capacity: usize, dtype: KvDtype) -> KvCache {
+        KvCache::with_dtype(&self.config, capacity, dtype)
     }
 
     /// Runs `tokens` through the model at positions `cache.len()..`, appending their keys and
