@@ -41,20 +41,27 @@ done
 for q in q8_0 q4_0 q4_1 q4_k_m q5_k_m; do
   [ -f "$work/gpt2-$q.gguf" ] || "$bin/llama-quantize" "$work/gpt2-f16.gguf" "$work/gpt2-$q.gguf" "$q" > /dev/null 2>&1
 done
-# 3. Measure, same files, same threads.
-for t in f32 f16 q8_0 q4_0 q4_1 q4_k_m q5_k_m; do
-  f="$work/gpt2-$t.gguf"
-  echo "== $t"
-  "$bin/llama-bench" -m "$f" -p 128 -n 64 -t "$threads" -r 3 2>/dev/null | grep -E "pp128|tg64"
+# 3. Measure, same files, same threads, same work: a 128-token prefill, and 64 tokens decoded
+#    after a 128-token context (llama-bench's tg64 @ d128; quill decodes after its prefill).
+#    llama.cpp's cache is f16 by default: quill's decode is measured with its exact f32 cache
+#    and again with --kv-cache f16.
+side_by_side() {
+  local f="$1"
+  "$bin/llama-bench" -m "$f" -p 128 -n 0 -t "$threads" -r 3 2>/dev/null | grep -E "pp128"
+  "$bin/llama-bench" -m "$f" -p 0 -n 64 -d 128 -t "$threads" -r 3 2>/dev/null | grep -E "tg64"
   "$quill" --threads "$threads" bench -m "$f" --prompt-tokens 128 --gen-tokens 64 --batch 1,8 --reps 3 \
     | grep -E "read bandwidth|prefill|decode|batch|load time|peak RSS"
+  "$quill" --threads "$threads" bench -m "$f" --prompt-tokens 128 --gen-tokens 64 --batch "" --reps 3 \
+    --kv-cache f16 | grep -E "decode" | sed 's/^decode /decode (f16 KV)/'
+}
+for t in f32 f16 q8_0 q4_0 q4_1 q4_k_m q5_k_m; do
+  echo "== $t"
+  side_by_side "$work/gpt2-$t.gguf"
 done
 smol="${QUILL_SMOLLM2:-$root/target/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 if [ -f "$smol" ]; then
   echo "== SmolLM2-135M q4_1"
-  "$bin/llama-bench" -m "$smol" -p 128 -n 64 -t "$threads" -r 3 2>/dev/null | grep -E "pp128|tg64"
-  "$quill" --threads "$threads" bench -m "$smol" --prompt-tokens 128 --gen-tokens 64 --batch 1,8 --reps 3 \
-    | grep -E "prefill|decode|batch|load time|peak RSS"
+  side_by_side "$smol"
 fi
 echo "== quill, Hugging Face folder (f32 safetensors)"
 "$quill" --threads "$threads" bench -m "$work/gpt2-rand" --prompt-tokens 128 --gen-tokens 64 --batch 1,8 --reps 3 \

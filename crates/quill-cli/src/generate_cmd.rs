@@ -116,6 +116,7 @@ pub fn run(mut a: Args) -> anyhow::Result<()> {
             early_stopping: a.early_stopping,
             eos_ids: params.eos_ids.clone(),
             num_return_sequences: a.num_return_sequences,
+            kv_cache: params.kv_cache,
         };
         let hyps = beam_search(&loaded.model, &ids, tok.vocab_size(), &bp)?;
         for (i, h) in hyps.iter().enumerate() {

@@ -10,7 +10,9 @@ use quill::generate::{beam_search, BeamParams, FinishReason, StopMatcher};
 use quill::load::LoadOptions;
 use quill::model::Scratch;
 use quill::sampling::LogprobSource;
-use quill::{Event, GenerateParams, Generation, Logits, ModelSource, SamplerConfig, Tokenizer};
+use quill::{
+    Event, GenerateParams, Generation, KvDtype, Logits, ModelSource, SamplerConfig, Tokenizer,
+};
 
 fn char_model() -> quill::LoadedModel {
     let p = fixtures().join("models/nanogpt-bias-f32/ckpt.pt");
@@ -164,6 +166,24 @@ fn beam_search_with_one_beam_is_greedy_and_wide_beams_are_exact() {
     assert_eq!(
         beam_search(&m.model, &prompt, 65, &one).unwrap()[0].tokens,
         greedy
+    );
+    // Also over an f16 KV cache (the beams' caches take the requested type).
+    let params16 = GenerateParams {
+        kv_cache: KvDtype::F16,
+        ..greedy_params(10)
+    };
+    let greedy16 = Generation::new(&m.model, None, prompt.clone(), params16)
+        .unwrap()
+        .run()
+        .unwrap()
+        .0;
+    let one16 = BeamParams {
+        kv_cache: KvDtype::F16,
+        ..one.clone()
+    };
+    assert_eq!(
+        beam_search(&m.model, &prompt, 65, &one16).unwrap()[0].tokens,
+        greedy16
     );
 
     // With as many beams as tokens, two steps of beam search see every 2-token continuation.

@@ -9,7 +9,7 @@
 //! either `early_stopping` is set or no running beam can still beat the worst finished one.
 
 use crate::error::{Error, Result};
-use crate::model::{KvCache, Logits, Model, Scratch};
+use crate::model::{KvCache, KvDtype, Logits, Model, Scratch};
 
 /// Settings of a beam search.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +23,8 @@ pub struct BeamParams {
     pub eos_ids: Vec<u32>,
     /// How many of the best hypotheses to return (at most `num_beams`).
     pub num_return_sequences: usize,
+    /// How the beams' KV caches store keys and values.
+    pub kv_cache: KvDtype,
 }
 
 impl Default for BeamParams {
@@ -34,6 +36,7 @@ impl Default for BeamParams {
             early_stopping: false,
             eos_ids: Vec::new(),
             num_return_sequences: 1,
+            kv_cache: KvDtype::F32,
         }
     }
 }
@@ -95,7 +98,7 @@ pub fn beam_search(
     }
     let allowed = allowed.min(model.config().vocab_size);
     let mut scratch = Scratch::default();
-    let mut cache = model.new_cache(ctx);
+    let mut cache = model.new_cache_with(ctx, p.kv_cache);
     let logits = model.forward(prompt, &mut cache, &mut scratch, Logits::Last, None)?;
     let mut beams = vec![Beam {
         tokens: Vec::new(),
