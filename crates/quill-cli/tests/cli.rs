@@ -443,7 +443,7 @@ fn perplexity_scores_a_file_as_text_and_json() {
     // The embedded file is bf16; its GPT-2 Conv1D matrices go into the kernels' panels as
     // they are stored (transposed, still bf16).
     assert!(
-        s.contains("stride 64") && s.contains("weights bf16)"),
+        s.contains("stride 64") && s.contains("weights bf16, KV cache f32)"),
         "{s}"
     );
     let ppl: f64 = s["perplexity: ".len()..]

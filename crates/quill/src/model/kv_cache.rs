@@ -230,3 +230,18 @@ pub(crate) fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
     buf.resize(n, 0.0);
     &mut buf[..n]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_dtype_names_round_trip_and_unknown_names_are_errors() {
+        for d in [KvDtype::F32, KvDtype::F16] {
+            assert_eq!(d.to_string().parse::<KvDtype>().ok(), Some(d));
+            assert_eq!(d.as_str().to_uppercase().parse::<KvDtype>().ok(), Some(d));
+        }
+        let e = "q8_0".parse::<KvDtype>().expect_err("not a cache type");
+        assert!(e.to_string().contains("f32, f16"), "{e}");
+    }
+}
