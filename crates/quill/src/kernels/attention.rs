@@ -31,14 +31,6 @@ impl KvRows {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Bytes per stored value.
-    pub fn value_bytes(&self) -> usize {
-        match self {
-            KvRows::F32(_) => 4,
-            KvRows::F16(_) => 2,
-        }
-    }
 }
 
 /// One sequence's part of an [`attention`] call.
@@ -186,7 +178,7 @@ fn one_head(qh: &[f32], kv: KvHead<'_>, sc: &mut [f32], oh: &mut [f32]) {
         }
         return;
     }
-    // Portable: the same arithmetic over each position's f32 widening (f16 rows widened into
+    // Portable: the same arithmetic over each position's values as f32 (f16 rows widened into
     // a small buffer, on the stack for head sizes up to 256).
     let mut stack = [0.0f32; 256];
     let mut heap = Vec::new();
@@ -196,23 +188,28 @@ fn one_head(qh: &[f32], kv: KvHead<'_>, sc: &mut [f32], oh: &mut [f32]) {
         heap.resize(hd, 0.0);
         &mut heap
     };
-    let row = |rows: &KvRows, p: usize, wide: &mut [f32]| match rows {
-        KvRows::F32(v) => wide.copy_from_slice(&v[p * hd..][..hd]),
-        KvRows::F16(v) => {
-            for (w, h) in wide.iter_mut().zip(&v[p * hd..][..hd]) {
-                *w = h.to_f32();
-            }
-        }
-    };
     for (p, s) in sc.iter_mut().enumerate() {
-        row(kv.keys, p, wide);
-        *s = simd::dot(qh, wide) * scale;
+        *s = simd::dot(qh, position(kv.keys, p, wide)) * scale;
     }
     softmax(sc);
     oh.fill(0.0);
     for (p, &w) in sc.iter().enumerate() {
-        row(kv.values, p, wide);
-        simd::axpy(w, wide, oh);
+        simd::axpy(w, position(kv.values, p, wide), oh);
+    }
+}
+
+/// Position `p`'s `wide.len()` values of `rows` as f32: borrowed from f32 rows, widened into
+/// `wide` from f16 ones.
+fn position<'a>(rows: &'a KvRows, p: usize, wide: &'a mut [f32]) -> &'a [f32] {
+    let hd = wide.len();
+    match rows {
+        KvRows::F32(v) => &v[p * hd..][..hd],
+        KvRows::F16(v) => {
+            for (w, h) in wide.iter_mut().zip(&v[p * hd..][..hd]) {
+                *w = h.to_f32();
+            }
+            wide
+        }
     }
 }
 

@@ -185,8 +185,9 @@ impl KvCache {
             .iter()
             .chain(&self.values)
             .flatten()
-            .map(|h| h.len() * h.value_bytes())
-            .sum()
+            .map(|h| h.len())
+            .sum::<usize>()
+            * self.dtype.bytes()
     }
 }
 
