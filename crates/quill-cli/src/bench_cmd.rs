@@ -5,7 +5,6 @@ use anyhow::Context;
 use quill::{bench, KvDtype};
 use serde_json::json;
 
-use crate::sampling_args::KvCache;
 use crate::ModelArgs;
 
 #[derive(clap::Args)]
@@ -32,8 +31,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// How the KV caches store keys and values (f16: as llama.cpp's default cache).
-    #[arg(long, value_enum, default_value_t = KvCache::F32)]
-    kv_cache: KvCache,
+    #[arg(long, value_name = "TYPE", value_parser = crate::kv_cache_parser(), ignore_case = true, default_value = "f32")]
+    kv_cache: KvDtype,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -87,7 +86,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     let wbytes = bench::decode_weight_bytes(&model);
-    let kv = KvDtype::from(a.kv_cache);
+    let kv = a.kv_cache;
     let m = bench::measure(&model, a.prompt_tokens, a.gen_tokens, a.reps, kv)?;
     let mut sweep = Vec::new();
     for &b in &batches {

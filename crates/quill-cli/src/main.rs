@@ -60,6 +60,13 @@ fn dtype_parser() -> impl clap::builder::TypedValueParser<Value = quill::WeightD
         .try_map(|s| s.parse::<quill::WeightDtype>())
 }
 
+/// `--kv-cache`: one of [`quill::KvDtype::ALL`]'s names.
+fn kv_cache_parser() -> impl clap::builder::TypedValueParser<Value = quill::KvDtype> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(quill::KvDtype::ALL.map(|d| d.as_str()))
+        .try_map(|s| s.parse::<quill::KvDtype>())
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Generate text from a prompt, streamed to stdout as it is produced.

@@ -8,7 +8,6 @@ use anyhow::{bail, Context};
 use quill::KvDtype;
 use serde_json::json;
 
-use crate::sampling_args::KvCache;
 use crate::ModelArgs;
 
 #[derive(clap::Args)]
@@ -32,8 +31,8 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// How the KV cache stores keys and values (f16: measure what the rounding costs).
-    #[arg(long, value_enum, default_value_t = KvCache::F32)]
-    kv_cache: KvCache,
+    #[arg(long, value_name = "TYPE", value_parser = crate::kv_cache_parser(), ignore_case = true, default_value = "f32")]
+    kv_cache: KvDtype,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -68,7 +67,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let ids = tok
         .encode(&text, true)
         .with_context(|| format!("tokenizing {}", path.display()))?;
-    let kv = KvDtype::from(a.kv_cache);
+    let kv = a.kv_cache;
     let r = quill::perplexity_with(&loaded.model, &ids, context, stride, kv)
         .with_context(|| format!("scoring {}", path.display()))?;
     let info = &loaded.info;

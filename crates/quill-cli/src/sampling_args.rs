@@ -87,23 +87,8 @@ pub struct SamplingArgs {
     pub logprobs_source: LpSource,
     /// How the KV cache stores keys and values: f32 (exact) or f16 (half the cache memory and
     /// attention reads, rounded as llama.cpp's default cache is).
-    #[arg(long, value_enum, default_value_t = KvCache::F32)]
-    pub kv_cache: KvCache,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-pub enum KvCache {
-    F32,
-    F16,
-}
-
-impl From<KvCache> for KvDtype {
-    fn from(k: KvCache) -> KvDtype {
-        match k {
-            KvCache::F32 => KvDtype::F32,
-            KvCache::F16 => KvDtype::F16,
-        }
-    }
+    #[arg(long, value_name = "TYPE", value_parser = crate::kv_cache_parser(), ignore_case = true, default_value = "f32")]
+    pub kv_cache: KvDtype,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -224,7 +209,7 @@ impl SamplingArgs {
                 Policy::Stop => ContextPolicy::Stop,
             },
             truncate_prompt: self.truncate_prompt,
-            kv_cache: self.kv_cache.into(),
+            kv_cache: self.kv_cache,
         })
     }
 }

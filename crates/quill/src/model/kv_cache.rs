@@ -38,6 +38,8 @@ pub enum KvDtype {
 }
 
 impl KvDtype {
+    pub const ALL: [KvDtype; 2] = [KvDtype::F32, KvDtype::F16];
+
     pub fn as_str(self) -> &'static str {
         match self {
             KvDtype::F32 => "f32",
@@ -64,14 +66,16 @@ impl std::str::FromStr for KvDtype {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "f32" => Ok(KvDtype::F32),
-            "f16" => Ok(KvDtype::F16),
-            _ => Err(Error::config(
-                "kv cache type",
-                format!("{s:?} is not one of f32, f16"),
-            )),
-        }
+        KvDtype::ALL
+            .into_iter()
+            .find(|d| d.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let valid: Vec<&str> = KvDtype::ALL.iter().map(|d| d.as_str()).collect();
+                Error::config(
+                    "kv cache type",
+                    format!("{s:?} is not one of {}", valid.join(", ")),
+                )
+            })
     }
 }
 
@@ -145,18 +149,18 @@ impl KvCache {
         let stride = self.n_kv_head * hd;
         for (heads, rows) in [(&mut self.keys[layer], k), (&mut self.values[layer], v)] {
             for (h, dst) in heads.iter_mut().enumerate() {
+                debug_assert_eq!(dst.len(), self.len * hd);
+                let more = rows.len() / stride * hd;
                 let new_rows = rows.chunks_exact(stride).map(|row| &row[h * hd..][..hd]);
                 match dst {
                     KvRows::F32(d) => {
-                        debug_assert_eq!(d.len(), self.len * hd);
-                        grow(d, rows.len() / stride * hd, most);
+                        grow(d, more, most);
                         for r in new_rows {
                             d.extend_from_slice(r);
                         }
                     }
                     KvRows::F16(d) => {
-                        debug_assert_eq!(d.len(), self.len * hd);
-                        grow(d, rows.len() / stride * hd, most);
+                        grow(d, more, most);
                         for r in new_rows {
                             let at = d.len();
                             d.resize(at + hd, half::f16::ZERO);
