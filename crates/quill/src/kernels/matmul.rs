@@ -44,9 +44,30 @@ pub fn matmul(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
 /// [`matmul`] followed by `act` on every output, applied by each task to the features it has
 /// just written (fused: no second pass over `out`, no extra hand-off to the pool).
 pub fn matmul_act(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32], act: Act) {
+    product(x, w, bias, out, act, false);
+}
+
+/// `out[t, o] += Σ_i x[t, i] · w[o, i] (+ bias[o])`: [`matmul`] added into `out` as each output
+/// is stored (the residual connection fused into the projection: no second buffer, no second
+/// pass). Every output is `out + (product + bias)`, the same arithmetic as [`matmul`] followed by
+/// [`super::add_in_place`]. x: [rows, w.cols], out: [rows, w.rows].
+pub fn matmul_add(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32]) {
+    product(x, w, bias, out, Act::None, true);
+}
+
+fn product(
+    x: &[f32],
+    w: &Matrix,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    act: Act,
+    accumulate: bool,
+) {
     let (n_out, n_in) = (w.rows, w.cols);
     if n_out == 0 || n_in == 0 {
-        out.fill(0.0);
+        if !accumulate {
+            out.fill(0.0);
+        }
         return;
     }
     let rows = x.len() / n_in;
@@ -54,19 +75,22 @@ pub fn matmul_act(x: &[f32], w: &Matrix, bias: Option<&[f32]>, out: &mut [f32], 
     debug_assert_eq!(out.len(), rows * n_out);
     let segs = Segments::of(w);
     let (need32, need_k) = segs.activation_blocks();
+    let epi = Epilogue {
+        bias,
+        act,
+        accumulate,
+    };
     ACTS.with(|cell| match cell.try_borrow_mut() {
         Ok(mut acts) => {
             let (a32, ak) = &mut *acts;
-            run(
-                x, rows, n_in, &segs, need32, need_k, a32, ak, bias, act, out,
-            );
+            run(x, rows, n_in, &segs, need32, need_k, a32, ak, epi, out);
         }
         // Re-entered on this thread (a nested job stole work while this one waits): use
         // private buffers rather than the busy ones.
         Err(_) => {
             let (mut a32, mut ak) = (QActs::default(), QActs::default());
             run(
-                x, rows, n_in, &segs, need32, need_k, &mut a32, &mut ak, bias, act, out,
+                x, rows, n_in, &segs, need32, need_k, &mut a32, &mut ak, epi, out,
             );
         }
     });
@@ -87,8 +111,7 @@ fn run(
     need_k: bool,
     a32: &mut QActs,
     ak: &mut QActs,
-    bias: Option<&[f32]>,
-    act: Act,
+    epi: Epilogue<'_>,
     out: &mut [f32],
 ) {
     if need32 {
@@ -120,8 +143,7 @@ fn run(
         n_in,
         a32,
         ak,
-        bias,
-        act,
+        epi,
         dst,
     };
     let task = |t: usize| {
@@ -281,14 +303,23 @@ struct Out {
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
+/// What happens to each output as it is stored: `+ bias`, then the activation, or added into
+/// what `out` holds.
+#[derive(Clone, Copy)]
+struct Epilogue<'a> {
+    bias: Option<&'a [f32]>,
+    act: Act,
+    /// Add into `out` instead of overwriting it ([`matmul_add`]).
+    accumulate: bool,
+}
+
 struct Ctx<'a> {
     x: &'a [f32],
     rows: usize,
     n_in: usize,
     a32: &'a QActs,
     ak: &'a QActs,
-    bias: Option<&'a [f32]>,
-    act: Act,
+    epi: Epilogue<'a>,
     dst: Out,
 }
 
@@ -474,7 +505,7 @@ impl Ctx<'_> {
     /// Applies the fused activation to features `a..b` of `seg` in rows `r0..r1`, which this
     /// task has just written.
     fn activate(&self, seg: &Seg<'_>, r0: usize, r1: usize, a: usize, b: usize) {
-        if self.act == Act::None {
+        if self.epi.act == Act::None {
             return;
         }
         for r in r0..r1 {
@@ -482,7 +513,7 @@ impl Ctx<'_> {
             // SAFETY: features `seg.first + a..seg.first + b` of row `r` lie inside `out`,
             // belong to this task alone, and were all written by it.
             let vals = unsafe { std::slice::from_raw_parts_mut(self.dst.ptr.add(start), b - a) };
-            activation::apply(self.act, vals);
+            activation::apply(self.epi.act, vals);
         }
     }
 
@@ -498,13 +529,16 @@ impl Ctx<'_> {
         for (i, row) in vals.iter().enumerate() {
             for (j, &v) in row.iter().enumerate() {
                 let col = seg.first + o + j;
-                let v = match self.bias {
+                let v = match self.epi.bias {
                     Some(bs) => v + bs[col],
                     None => v,
                 };
                 // SAFETY: `r + i < rows` and `col < n_out`, so the index is inside `out`; no
-                // other task writes feature `col`.
-                unsafe { *self.dst.ptr.add((r + i) * self.dst.n_out + col) = v };
+                // other task touches feature `col`.
+                unsafe {
+                    let d = self.dst.ptr.add((r + i) * self.dst.n_out + col);
+                    *d = if self.epi.accumulate { *d + v } else { v };
+                }
             }
         }
     }

@@ -16,7 +16,7 @@ mod weights;
 
 pub use activation::Act;
 pub use attention::{attention, AttnSeq, KvRows};
-pub use matmul::{matmul, matmul_act};
+pub use matmul::{matmul, matmul_act, matmul_add};
 pub use panel::Panels;
 pub(crate) use panel::PANEL;
 pub use simd::{axpy, describe as simd_level};
@@ -30,41 +30,130 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     simd::dot(a, b)
 }
 
+/// A normalisation over each row of the residual stream, with its learned parameters.
+#[derive(Clone, Copy, Debug)]
+pub enum RowNorm<'a> {
+    /// LayerNorm: `(x - mean) / sqrt(var + eps) · weight (+ bias)`.
+    Layer {
+        weight: &'a [f32],
+        bias: Option<&'a [f32]>,
+        eps: f32,
+    },
+    /// RMSNorm: `x / sqrt(mean(x²) + eps) · weight`.
+    Rms { weight: &'a [f32], eps: f32 },
+}
+
+impl RowNorm<'_> {
+    /// Row width.
+    pub fn width(&self) -> usize {
+        match self {
+            RowNorm::Layer { weight, .. } | RowNorm::Rms { weight, .. } => weight.len(),
+        }
+    }
+
+    /// Normalises one row in place.
+    fn row(&self, row: &mut [f32]) {
+        match *self {
+            RowNorm::Layer { weight, bias, eps } => layer_norm_row(row, weight, bias, eps),
+            RowNorm::Rms { weight, eps } => rms_norm_row(row, weight, eps),
+        }
+    }
+}
+
+/// Below this many rows a norm runs on the calling thread (a parallel region costs a few µs,
+/// about two rows' work).
+const PARALLEL_NORM_ROWS: usize = 16;
+
+/// `dst = norm(src)` row by row. src, dst: [rows, norm.width()]. The copy is fused into the
+/// normalisation (each row is normalised while it is in L1), and a prompt's rows are shared out
+/// over the thread pool; every row is computed the same way either way.
+pub fn norm_into(src: &[f32], dst: &mut [f32], norm: RowNorm<'_>) {
+    let n = norm.width();
+    debug_assert_eq!(src.len(), dst.len());
+    for_rows(dst, n, |i, d| {
+        d.copy_from_slice(&src[i * n..][..n]);
+        norm.row(d);
+    });
+}
+
+/// [`norm_into`] in place. x: [rows, norm.width()].
+pub fn norm_in_place(x: &mut [f32], norm: RowNorm<'_>) {
+    for_rows(x, norm.width(), |_, row| norm.row(row));
+}
+
+/// Calls `f(i, row i)` for every row of `x` [rows, n]: on the pool when there are enough rows.
+fn for_rows(x: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    use rayon::prelude::*;
+    if n == 0 {
+        return;
+    }
+    if x.len() >= PARALLEL_NORM_ROWS * n && rayon::current_num_threads() > 1 {
+        x.par_chunks_mut(n)
+            .enumerate()
+            .with_min_len(PARALLEL_NORM_ROWS / 2)
+            .for_each(|(i, row)| f(i, row));
+    } else {
+        x.chunks_mut(n).enumerate().for_each(|(i, row)| f(i, row));
+    }
+}
+
 /// LayerNorm over each row of `x` in place. x: [rows, weight.len()].
 pub fn layer_norm(x: &mut [f32], weight: &[f32], bias: Option<&[f32]>, eps: f32) {
-    let n = weight.len();
-    for row in x.chunks_exact_mut(n) {
-        // Accumulate in f64: LayerNorm inputs grow large in deep residual streams.
-        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-        let var = row
-            .iter()
-            .map(|&v| {
-                let d = v as f64 - mean;
-                d * d
-            })
-            .sum::<f64>()
-            / n as f64;
-        let inv = 1.0 / (var + eps as f64).sqrt();
-        for (i, v) in row.iter_mut().enumerate() {
-            let y = ((*v as f64 - mean) * inv) as f32 * weight[i];
-            *v = match bias {
-                Some(b) => y + b[i],
-                None => y,
-            };
+    norm_in_place(x, RowNorm::Layer { weight, bias, eps });
+}
+
+fn layer_norm_row(row: &mut [f32], weight: &[f32], bias: Option<&[f32]>, eps: f32) {
+    let n = weight.len() as f64;
+    // Accumulate in f64: LayerNorm inputs grow large in deep residual streams.
+    let mean = sum_f64(row, |v| v) / n;
+    let var = sum_f64(row, |v| (v - mean) * (v - mean)) / n;
+    let inv = 1.0 / (var + eps as f64).sqrt();
+    match bias {
+        Some(b) => {
+            for ((v, &w), &b) in row.iter_mut().zip(weight).zip(b) {
+                *v = ((*v as f64 - mean) * inv) as f32 * w + b;
+            }
+        }
+        None => {
+            for (v, &w) in row.iter_mut().zip(weight) {
+                *v = ((*v as f64 - mean) * inv) as f32 * w;
+            }
         }
     }
 }
 
 /// RMSNorm over each row of `x` in place. x: [rows, weight.len()].
 pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
-    let n = weight.len();
-    for row in x.chunks_exact_mut(n) {
-        let ms = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / n as f64;
-        let inv = (1.0 / (ms + eps as f64).sqrt()) as f32;
-        for (v, w) in row.iter_mut().zip(weight) {
-            *v = (*v * inv) * w;
+    norm_in_place(x, RowNorm::Rms { weight, eps });
+}
+
+fn rms_norm_row(row: &mut [f32], weight: &[f32], eps: f32) {
+    let ms = sum_f64(row, |v| v * v) / weight.len() as f64;
+    let inv = (1.0 / (ms + eps as f64).sqrt()) as f32;
+    for (v, w) in row.iter_mut().zip(weight) {
+        *v = (*v * inv) * w;
+    }
+}
+
+/// `Σ f(v)` over `row` in f64, in eight interleaved partial sums combined pairwise, then the
+/// tail: a fixed order (so every row is reduced the same way on every machine and in every
+/// batch) with eight independent chains instead of one long one (which the compiler may not
+/// reorder, and which made the norms a serial ~2 µs per row).
+#[inline]
+fn sum_f64(row: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = row.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v as f64);
         }
     }
+    let mut s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for &v in tail {
+        s += f(v as f64);
+    }
+    s
 }
 
 /// Exact GELU: `x · ½(1 + erf(x/√2))`.

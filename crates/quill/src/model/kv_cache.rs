@@ -216,7 +216,6 @@ pub struct Scratch {
     pub(crate) k: Vec<f32>,
     pub(crate) v: Vec<f32>,
     pub(crate) att: Vec<f32>,
-    pub(crate) proj: Vec<f32>,
     pub(crate) up: Vec<f32>,
     pub(crate) act: Vec<f32>,
     pub(crate) scores: Vec<f32>,

@@ -10,7 +10,7 @@ pub use weights::{Layout, Weights};
 
 use crate::config::{Activation, ModelConfig, NormKind, Positions};
 use crate::error::{Error, Result};
-use crate::kernels::{self, Act, AttnSeq, RopeTable};
+use crate::kernels::{self, Act, AttnSeq, RopeTable, RowNorm};
 use kv_cache::sized;
 use weights::Norm;
 
@@ -240,8 +240,7 @@ impl Model {
         for (l, b) in w.blocks.iter().enumerate() {
             // Attention: h = norm(x); qkv = h·Wqkvᵀ [n, qd + 2·kvd].
             let h = sized(&mut scratch.h, n * c);
-            h.copy_from_slice(&scratch.x);
-            self.norm(h, &b.attn_norm);
+            kernels::norm_into(&scratch.x, h, self.norm(&b.attn_norm));
             let qkv = sized(&mut scratch.qkv, n * cfg.qkv_dim());
             kernels::matmul(h, &b.qkv.w, b.qkv.b.as_deref(), qkv);
             let q = sized(&mut scratch.q, n * qd);
@@ -292,14 +291,12 @@ impl Model {
             );
             kernels::attention(&parts, nh, hd, &mut scratch.scores, att);
             scratch.attn = recycle(parts);
-            let proj = sized(&mut scratch.proj, n * c);
-            kernels::matmul(att, &b.attn_out.w, b.attn_out.b.as_deref(), proj);
-            kernels::add_in_place(&mut scratch.x, &scratch.proj);
+            // The residual add is fused into the projection: x += att·Woᵀ + b.
+            kernels::matmul_add(att, &b.attn_out.w, b.attn_out.b.as_deref(), &mut scratch.x);
 
             // Feed-forward: x += down(act(up(norm(x)))).
             let h = sized(&mut scratch.h, n * c);
-            h.copy_from_slice(&scratch.x);
-            self.norm(h, &b.mlp_norm);
+            kernels::norm_into(&scratch.x, h, self.norm(&b.mlp_norm));
             let up = sized(&mut scratch.up, n * b.up.w.rows);
             // Elementwise activations are fused into the product; SwiGLU pairs two halves.
             let fused = match cfg.activation {
@@ -316,9 +313,7 @@ impl Model {
             } else {
                 up
             };
-            let proj = sized(&mut scratch.proj, n * c);
-            kernels::matmul(act, &b.down.w, b.down.b.as_deref(), proj);
-            kernels::add_in_place(&mut scratch.x, &scratch.proj);
+            kernels::matmul_add(act, &b.down.w, b.down.b.as_deref(), &mut scratch.x);
             if let Some(tr) = trace.as_mut() {
                 tr(&format!("hidden.{}", l + 1), &scratch.x);
             }
@@ -339,7 +334,7 @@ impl Model {
             rows[i * c..][..c].copy_from_slice(&scratch.x[r * c..][..c]);
         }
         if let Some(fnorm) = &w.final_norm {
-            self.norm(rows, fnorm);
+            kernels::norm_in_place(rows, self.norm(fnorm));
         }
         if let Some(tr) = trace.as_mut() {
             if want == Logits::All {
@@ -380,12 +375,19 @@ impl Model {
         Ok(())
     }
 
-    fn norm(&self, x: &mut [f32], n: &Norm) {
+    /// The kernel's view of norm `n`.
+    fn norm<'a>(&self, n: &'a Norm) -> RowNorm<'a> {
+        let eps = self.config.norm_eps;
         match self.config.norm {
-            NormKind::LayerNorm => {
-                kernels::layer_norm(x, &n.weight, n.bias.as_deref(), self.config.norm_eps)
-            }
-            NormKind::RmsNorm => kernels::rms_norm(x, &n.weight, self.config.norm_eps),
+            NormKind::LayerNorm => RowNorm::Layer {
+                weight: &n.weight,
+                bias: n.bias.as_deref(),
+                eps,
+            },
+            NormKind::RmsNorm => RowNorm::Rms {
+                weight: &n.weight,
+                eps,
+            },
         }
     }
 }
