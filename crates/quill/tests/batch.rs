@@ -54,6 +54,65 @@ fn batched_forward_equals_single_forward_bit_for_bit() {
     }
 }
 
+/// Asking for the last rows' logits only (the last block then carries on with those rows alone)
+/// gives exactly the last rows of the full logits, and caches every row's keys and values: the
+/// next decode step is the same bits either way.
+#[test]
+fn last_row_logits_are_the_last_rows_of_all_logits() {
+    for rel in [
+        "models/nanogpt-bias-f32/ckpt.pt",
+        "models/llama-gqa-tied/hf-safetensors",
+    ] {
+        let m = load(rel).model;
+        let vocab = m.config().vocab_size;
+        let prompts: [&[u32]; 3] = [&[5, 9, 2, 7, 1], &[3], &[8, 8, 4]];
+        let run = |want: Logits| {
+            let mut caches: Vec<_> = prompts.iter().map(|_| m.new_cache(16)).collect();
+            let mut scratch = Scratch::default();
+            let mut inputs: Vec<BatchInput> = prompts
+                .iter()
+                .zip(caches.iter_mut())
+                .map(|(p, c)| BatchInput {
+                    tokens: p,
+                    cache: c,
+                })
+                .collect();
+            let first = m
+                .forward_batch(&mut inputs, &mut scratch, want, None)
+                .unwrap();
+            let next: Vec<Vec<f32>> = caches
+                .iter_mut()
+                .map(|c| {
+                    m.forward(&[6], c, &mut scratch, Logits::Last, None)
+                        .unwrap()
+                })
+                .collect();
+            (first, next)
+        };
+        let (all, next_all) = run(Logits::All);
+        let (last, next_last) = run(Logits::Last);
+        for (i, (a, l)) in all.iter().zip(&last).enumerate() {
+            assert_eq!(l.len(), vocab);
+            let want = &a[a.len() - vocab..];
+            let same = want.iter().zip(l).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{rel}: sequence {i}");
+        }
+        assert_eq!(next_last, next_all, "{rel}: the step after");
+        // And a single sequence alone.
+        let mut c = m.new_cache(16);
+        let alone = m
+            .forward(
+                prompts[0],
+                &mut c,
+                &mut Scratch::default(),
+                Logits::Last,
+                None,
+            )
+            .unwrap();
+        assert_eq!(alone, last[0], "{rel}: alone");
+    }
+}
+
 fn params(seed: u64, n: usize, temperature: f32) -> GenerateParams {
     GenerateParams {
         max_new_tokens: n,

@@ -60,8 +60,17 @@ impl<'a> Batch<'a> {
     /// One round: sample every sequence that can, then run the model once for every sequence
     /// that needs it. Returns the events of the round, tagged with sequence indices.
     pub fn step(&mut self) -> Result<Vec<(usize, Event)>> {
-        for s in &mut self.seqs {
-            s.sample_step()?;
+        // Sequences sample independently (each its own sampler, RNG and logits), so a batch
+        // samples on the pool; the first error in sequence order is the one reported.
+        if self.seqs.len() > 1 && rayon::current_num_threads() > 1 {
+            use rayon::prelude::*;
+            let results: Vec<Result<()>> =
+                self.seqs.par_iter_mut().map(|s| s.sample_step()).collect();
+            results.into_iter().collect::<Result<()>>()?;
+        } else {
+            for s in &mut self.seqs {
+                s.sample_step()?;
+            }
         }
         let t0 = Instant::now();
         let mut who = Vec::new();

@@ -237,7 +237,17 @@ impl Model {
             tr("hidden.0", &scratch.x);
         }
 
+        // Rows still flowing through the blocks. When only each sequence's last row's logits are
+        // wanted, the last block caches every row's keys and values, then carries on with the
+        // last rows alone (their attention, projection and feed-forward): the other rows' results
+        // there would never be read (as llama.cpp skips them). Every kept row computes exactly
+        // what it computes with all rows present.
+        let mut rows_now = n;
+        let skip_unread = want == Logits::Last && trace.is_none() && n > seqs.len();
+        let last_block = w.blocks.len().saturating_sub(1);
+
         for (l, b) in w.blocks.iter().enumerate() {
+            let n = rows_now;
             // Attention: h = norm(x); qkv = h·Wqkvᵀ [n, qd + 2·kvd].
             let h = sized(&mut scratch.h, n * c);
             kernels::norm_into(&scratch.x, h, self.norm(&b.attn_norm));
@@ -251,7 +261,6 @@ impl Model {
                 k[r * kvd..][..kvd].copy_from_slice(&rowv[qd..qd + kvd]);
                 v[r * kvd..][..kvd].copy_from_slice(&rowv[qd + kvd..]);
             }
-            let att = sized(&mut scratch.att, n * qd);
             for (si, s) in seqs.iter_mut().enumerate() {
                 let span = spans[si].clone();
                 let start = starts[si];
@@ -273,6 +282,17 @@ impl Model {
                 }
                 s.cache.append(l, ks, &v[span.start * kvd..span.end * kvd]);
             }
+            let last_rows = skip_unread && l == last_block;
+            if last_rows {
+                // x keeps sequence i's last row as its row i (moved forward, in order).
+                for (i, sp) in spans.iter().enumerate() {
+                    scratch.x.copy_within((sp.end - 1) * c..sp.end * c, i * c);
+                }
+                rows_now = seqs.len();
+                scratch.x.truncate(rows_now * c);
+            }
+            let n = rows_now;
+            let att = sized(&mut scratch.att, n * qd);
             // One attention call for the whole batch: [n, qd].
             let mut parts = recycle(std::mem::take(&mut scratch.attn));
             parts.extend(
@@ -281,11 +301,13 @@ impl Model {
                     .zip(starts)
                     .map(|((s, span), &start)| {
                         let (keys, values) = s.cache.layer(l);
+                        // Only the last row: its query, at its position.
+                        let first = if last_rows { span.end - 1 } else { span.start };
                         AttnSeq {
-                            q: &q[span.start * qd..span.end * qd],
+                            q: &q[first * qd..span.end * qd],
                             keys,
                             values,
-                            start,
+                            start: start + (first - span.start),
                         }
                     }),
             );
@@ -326,6 +348,8 @@ impl Model {
         let picked = &mut scratch.picked;
         picked.clear();
         match want {
+            // The last block kept only these rows, in order.
+            _ if rows_now < n => picked.extend(0..rows_now),
             Logits::Last => picked.extend(spans.iter().map(|sp| sp.end - 1)),
             Logits::All => picked.extend(0..n),
         }

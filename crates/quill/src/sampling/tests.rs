@@ -110,6 +110,37 @@ fn top_k_keeps_ties_at_the_kth_value() {
     assert_eq!(ids(&c), vec![0, 1]);
 }
 
+/// The one-pass selection on a vocabulary-sized set in the orders that make a heap work
+/// hardest (ascending: every candidate enters it) or least, and at random.
+#[test]
+fn top_k_selection_on_a_large_vocabulary_in_any_order() {
+    let n = 50_257usize;
+    let mut state = 99u64;
+    let random: Vec<f32> = (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 20.0 - 10.0
+        })
+        .collect();
+    let ascending: Vec<f32> = (0..n).map(|i| i as f32 * 1e-3).collect();
+    let descending: Vec<f32> = ascending.iter().rev().copied().collect();
+    for (name, logits) in [
+        ("random", random),
+        ("ascending", ascending),
+        ("descending", descending),
+    ] {
+        for k in [1usize, 40, 200, n - 1] {
+            let mut fast = cands(&logits);
+            fast.keep_top(k);
+            let mut slow = cands(&logits);
+            slow.truncate_sorted(k);
+            assert_eq!(fast.items(), slow.items(), "{name}, k = {k}");
+        }
+    }
+}
+
 #[test]
 fn top_k_selection_equals_sorting_everything() {
     // Many ties (logits on a coarse grid), -inf and -0.0/0.0 among them; every k.
