@@ -81,19 +81,22 @@ pub fn norm_in_place(x: &mut [f32], norm: RowNorm<'_>) {
     for_rows(x, norm.width(), |_, row| norm.row(row));
 }
 
-/// Calls `f(i, row i)` for every row of `x` [rows, n]: on the pool when there are enough rows.
+/// Calls `f(i, row i)` for every whole row of `x` [rows, n]: on the pool when there are enough
+/// rows.
 fn for_rows(x: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     use rayon::prelude::*;
     if n == 0 {
         return;
     }
     if x.len() >= PARALLEL_NORM_ROWS * n && rayon::current_num_threads() > 1 {
-        x.par_chunks_mut(n)
+        x.par_chunks_exact_mut(n)
             .enumerate()
             .with_min_len(PARALLEL_NORM_ROWS / 2)
             .for_each(|(i, row)| f(i, row));
     } else {
-        x.chunks_mut(n).enumerate().for_each(|(i, row)| f(i, row));
+        x.chunks_exact_mut(n)
+            .enumerate()
+            .for_each(|(i, row)| f(i, row));
     }
 }
 
