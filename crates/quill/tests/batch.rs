@@ -7,7 +7,7 @@ mod common;
 use common::fixtures;
 use quill::generate::{Batch, ContextPolicy};
 use quill::load::LoadOptions;
-use quill::model::{BatchInput, Scratch};
+use quill::model::{BatchInput, KvCache, Scratch};
 use quill::{GenerateParams, Generation, Logits, ModelSource, SamplerConfig};
 
 fn load(rel: &str) -> quill::LoadedModel {
@@ -16,6 +16,18 @@ fn load(rel: &str) -> quill::LoadedModel {
         &LoadOptions::default(),
     )
     .unwrap()
+}
+
+/// One batch input per prompt, each with its cache.
+fn batch_inputs<'a>(prompts: &[&'a [u32]], caches: &'a mut [KvCache]) -> Vec<BatchInput<'a>> {
+    prompts
+        .iter()
+        .zip(caches.iter_mut())
+        .map(|(p, c)| BatchInput {
+            tokens: p,
+            cache: c,
+        })
+        .collect()
 }
 
 #[test]
@@ -35,14 +47,7 @@ fn batched_forward_equals_single_forward_bit_for_bit() {
             })
             .collect();
         let mut caches: Vec<_> = prompts.iter().map(|_| m.new_cache(16)).collect();
-        let mut inputs: Vec<BatchInput> = prompts
-            .iter()
-            .zip(caches.iter_mut())
-            .map(|(p, c)| BatchInput {
-                tokens: p,
-                cache: c,
-            })
-            .collect();
+        let mut inputs = batch_inputs(&prompts, &mut caches);
         let batched = m
             .forward_batch(&mut inputs, &mut Scratch::default(), Logits::All, None)
             .unwrap();
@@ -69,14 +74,7 @@ fn last_row_logits_are_the_last_rows_of_all_logits() {
         let run = |want: Logits| {
             let mut caches: Vec<_> = prompts.iter().map(|_| m.new_cache(16)).collect();
             let mut scratch = Scratch::default();
-            let mut inputs: Vec<BatchInput> = prompts
-                .iter()
-                .zip(caches.iter_mut())
-                .map(|(p, c)| BatchInput {
-                    tokens: p,
-                    cache: c,
-                })
-                .collect();
+            let mut inputs = batch_inputs(&prompts, &mut caches);
             let first = m
                 .forward_batch(&mut inputs, &mut scratch, want, None)
                 .unwrap();

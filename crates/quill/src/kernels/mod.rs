@@ -269,4 +269,6 @@ impl RopeTable {
 }
 
 #[cfg(test)]
+mod norm_tests;
+#[cfg(test)]
 mod tests;
