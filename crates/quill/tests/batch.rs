@@ -18,6 +18,13 @@ fn load(rel: &str) -> quill::LoadedModel {
     .unwrap()
 }
 
+/// A GPT-2-style and a Llama-style (grouped KV heads) fixture, and prompts of mixed lengths.
+const BATCH_MODELS: [&str; 2] = [
+    "models/nanogpt-bias-f32/ckpt.pt",
+    "models/llama-gqa-tied/hf-safetensors",
+];
+const BATCH_PROMPTS: [&[u32]; 3] = [&[5, 9, 2, 7, 1], &[3], &[8, 8, 4]];
+
 /// One batch input per prompt, each with its cache.
 fn batch_inputs<'a>(prompts: &[&'a [u32]], caches: &'a mut [KvCache]) -> Vec<BatchInput<'a>> {
     prompts
@@ -32,12 +39,9 @@ fn batch_inputs<'a>(prompts: &[&'a [u32]], caches: &'a mut [KvCache]) -> Vec<Bat
 
 #[test]
 fn batched_forward_equals_single_forward_bit_for_bit() {
-    for rel in [
-        "models/nanogpt-bias-f32/ckpt.pt",
-        "models/llama-gqa-tied/hf-safetensors",
-    ] {
+    for rel in BATCH_MODELS {
         let m = load(rel).model;
-        let prompts: [&[u32]; 3] = [&[5, 9, 2, 7, 1], &[3], &[8, 8, 4]];
+        let prompts = BATCH_PROMPTS;
         let singles: Vec<Vec<f32>> = prompts
             .iter()
             .map(|p| {
@@ -64,13 +68,10 @@ fn batched_forward_equals_single_forward_bit_for_bit() {
 /// next decode step is the same bits either way.
 #[test]
 fn last_row_logits_are_the_last_rows_of_all_logits() {
-    for rel in [
-        "models/nanogpt-bias-f32/ckpt.pt",
-        "models/llama-gqa-tied/hf-safetensors",
-    ] {
+    for rel in BATCH_MODELS {
         let m = load(rel).model;
         let vocab = m.config().vocab_size;
-        let prompts: [&[u32]; 3] = [&[5, 9, 2, 7, 1], &[3], &[8, 8, 4]];
+        let prompts = BATCH_PROMPTS;
         let run = |want: Logits| {
             let mut caches: Vec<_> = prompts.iter().map(|_| m.new_cache(16)).collect();
             let mut scratch = Scratch::default();

@@ -247,7 +247,6 @@ impl Model {
         let last_block = w.blocks.len().saturating_sub(1);
 
         for (l, b) in w.blocks.iter().enumerate() {
-            let n = rows_now;
             // Attention: h = norm(x); qkv = h·Wqkvᵀ [n, qd + 2·kvd].
             let h = sized(&mut scratch.h, n * c);
             kernels::norm_into(&scratch.x, h, self.norm(&b.attn_norm));
