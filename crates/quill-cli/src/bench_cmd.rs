@@ -94,12 +94,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     // Peak memory of the model's own work, read before the bandwidth probe allocates its buffer.
     let rss = peak_rss();
-    let kv_bytes = bench::kv_cache_bytes(
-        &model,
-        a.prompt_tokens + a.gen_tokens + 1,
-        batches.iter().copied().max().unwrap_or(1),
-        kv,
-    );
+    // The largest set of caches alive at once: the decode run's one sequence over the prompt
+    // and the generated tokens, or a batch run's sequences (a 1-token prompt each).
+    let kv_bytes = batches
+        .iter()
+        .map(|&b| bench::kv_cache_bytes(&model, a.gen_tokens + 1, b, kv))
+        .chain([bench::kv_cache_bytes(
+            &model,
+            a.prompt_tokens + a.gen_tokens + 1,
+            1,
+            kv,
+        )])
+        .max()
+        .unwrap_or(0);
     let bw = bench::read_bandwidth(256 << 20, 5);
     let roofline = bw / wbytes as f64;
     let threads = rayon::current_num_threads();

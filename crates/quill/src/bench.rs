@@ -168,6 +168,7 @@ pub fn measure(
     let mut scratch = Scratch::default();
     for _ in 0..reps.max(1) {
         let mut cache = model.new_cache_with(prompt_len + gen + 1, kv);
+        cache.reserve(prompt_len + gen + 1);
         let t0 = Instant::now();
         model.forward(&prompt, &mut cache, &mut scratch, Logits::Last, None)?;
         best_p = best_p.min(t0.elapsed());
@@ -199,7 +200,7 @@ pub fn kv_cache_bytes(model: &Model, positions: usize, batch: usize, kv: KvDtype
 }
 
 /// Total decode tokens/s with `batch` sequences generating together (one batched forward per
-/// step), each from a short prompt, with KV caches of `kv`.
+/// step), each from a 1-token prompt, with KV caches of `kv`.
 pub fn measure_batch(model: &Model, batch: usize, gen: usize, kv: KvDtype) -> Result<f64> {
     let mut b = Batch::new(model, None);
     for i in 0..batch {

@@ -81,6 +81,34 @@ fn gpt2_ids_match_tiktoken_and_hf() {
     }
 }
 
+/// `vocab_size` counts what `tokenizers`' own `get_vocab_size(true)` counts (the model's
+/// vocabulary and the added tokens not in it) without copying the vocabulary: for the GPT-2
+/// files, after adding a token the vocabulary already has, and after adding a new one.
+#[test]
+fn hf_vocab_size_counts_as_tokenizers_does() {
+    for (name, tok) in gpt2_tokenizers() {
+        let Tokenizer::Hf(mut t) = tok else { continue };
+        assert_eq!(
+            Tokenizer::Hf(t.clone()).vocab_size(),
+            t.get_vocab_size(true),
+            "{name}"
+        );
+        t.add_special_tokens(&[tokenizers::AddedToken::from("hello", true)]);
+        assert_eq!(
+            Tokenizer::Hf(t.clone()).vocab_size(),
+            50257,
+            "{name}: in the vocabulary"
+        );
+        t.add_special_tokens(&[tokenizers::AddedToken::from("<|quill-new|>", true)]);
+        let n = Tokenizer::Hf(t.clone()).vocab_size();
+        assert_eq!(
+            (n, n),
+            (t.get_vocab_size(true), 50258),
+            "{name}: a new token"
+        );
+    }
+}
+
 #[test]
 fn gpt2_streaming_decode_round_trips_exactly() {
     let c = cases();

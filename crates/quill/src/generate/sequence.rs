@@ -96,13 +96,15 @@ impl<'a> Generation<'a> {
         } else {
             Status::Model(Need::Prefill)
         };
+        let mut cache = model.new_cache_with(ctx, params.kv_cache);
+        cache.reserve(prompt_len.saturating_add(params.max_new_tokens));
         Ok(Generation {
             model,
             stream: tokenizer.map(Tokenizer::stream),
             stops: StopMatcher::new(params.stop.clone()),
             started: Instant::now(),
             sampler,
-            cache: model.new_cache_with(ctx, params.kv_cache),
+            cache,
             scratch: Scratch::default(),
             tokens: prompt,
             window_start: prompt_len.saturating_sub(ctx),

@@ -517,7 +517,10 @@ impl Ctx<'_> {
         }
     }
 
-    /// Stores `vals[i][j]` as row `r + i`, feature `seg.first + o + j`, adding the bias.
+    /// Stores `vals[i][j]` as row `r + i`, feature `seg.first + o + j`, adding the bias (and
+    /// with `accumulate`, onto what the output holds: `out + (v + bias)`). The epilogue is
+    /// chosen once per call and each row's `C` outputs go as one slice, which the compiler
+    /// vectorises: per element the same adds as one at a time, so the same bits.
     #[inline]
     fn store<const R: usize, const C: usize>(
         &self,
@@ -526,18 +529,31 @@ impl Ctx<'_> {
         o: usize,
         vals: [[f32; C]; R],
     ) {
+        let col = seg.first + o;
+        let bias = self.epi.bias.map(|bs| &bs[col..col + C]);
         for (i, row) in vals.iter().enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                let col = seg.first + o + j;
-                let v = match self.epi.bias {
-                    Some(bs) => v + bs[col],
-                    None => v,
-                };
-                // SAFETY: `r + i < rows` and `col < n_out`, so the index is inside `out`; no
-                // other task touches feature `col`.
-                unsafe {
-                    let d = self.dst.ptr.add((r + i) * self.dst.n_out + col);
-                    *d = if self.epi.accumulate { *d + v } else { v };
+            // SAFETY: `r + i < rows` and `col + C <= n_out`, so the `C` values lie inside row
+            // `r + i` of `out`; no other task touches features `col..col + C`, so this is the
+            // only reference to them.
+            let d = unsafe {
+                std::slice::from_raw_parts_mut(self.dst.ptr.add((r + i) * self.dst.n_out + col), C)
+            };
+            match (bias, self.epi.accumulate) {
+                (None, false) => d.copy_from_slice(row),
+                (None, true) => {
+                    for (d, &v) in d.iter_mut().zip(row) {
+                        *d += v;
+                    }
+                }
+                (Some(bs), false) => {
+                    for ((d, &v), &b) in d.iter_mut().zip(row).zip(bs) {
+                        *d = v + b;
+                    }
+                }
+                (Some(bs), true) => {
+                    for ((d, &v), &b) in d.iter_mut().zip(row).zip(bs) {
+                        *d += v + b;
+                    }
                 }
             }
         }

@@ -173,6 +173,20 @@ impl KvCache {
         }
     }
 
+    /// Makes room for `positions` positions in all (at most the capacity) at once, so a
+    /// sequence whose length is known up front never regrows its caches. Growing reallocates and
+    /// copies every head's rows; the old blocks stay resident in the allocator's free lists, so
+    /// regrowth can hold the cache nearly twice over.
+    pub fn reserve(&mut self, positions: usize) {
+        let want = positions.min(self.capacity).saturating_sub(self.len) * self.head_dim;
+        for h in self.keys.iter_mut().chain(self.values.iter_mut()).flatten() {
+            match h {
+                KvRows::F32(v) => v.reserve_exact(want),
+                KvRows::F16(v) => v.reserve_exact(want),
+            }
+        }
+    }
+
     pub(crate) fn commit(&mut self, n: usize) {
         self.len += n;
     }
@@ -238,6 +252,55 @@ pub(crate) fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where every head's rows live (changes when a vector reallocates).
+    fn homes(c: &KvCache) -> Vec<*const u8> {
+        let ptr = |h: &KvRows| match h {
+            KvRows::F32(v) => v.as_ptr().cast::<u8>(),
+            KvRows::F16(v) => v.as_ptr().cast::<u8>(),
+        };
+        c.keys.iter().chain(&c.values).flatten().map(ptr).collect()
+    }
+
+    #[test]
+    fn reserved_positions_append_without_reallocating() {
+        let cfg = ModelConfig::gpt2(32, 2, 2, 8, 64);
+        let stride = cfg.n_kv_head * cfg.head_dim();
+        for dtype in KvDtype::ALL {
+            let mut c = KvCache::with_dtype(&cfg, 64, dtype);
+            let rows: Vec<f32> = (0..5 * stride).map(|i| i as f32).collect();
+            let append = |c: &mut KvCache, n: usize| {
+                for l in 0..cfg.n_layer {
+                    c.append(l, &rows[..n * stride], &rows[..n * stride]);
+                }
+                c.commit(n);
+            };
+            append(&mut c, 5);
+            c.reserve(40);
+            let before = homes(&c);
+            for _ in 0..35 {
+                append(&mut c, 1);
+            }
+            assert_eq!(c.len(), 40);
+            assert_eq!(
+                homes(&c),
+                before,
+                "{dtype}: no position past the reserve moved"
+            );
+            // One more regrows (the reserve was exact).
+            append(&mut c, 1);
+            assert_ne!(homes(&c), before, "{dtype}: the 41st position needs room");
+            // A reserve past the capacity stops at the capacity.
+            let mut fresh = KvCache::with_dtype(&cfg, 64, dtype);
+            fresh.reserve(1000);
+            let room = |h: &KvRows| match h {
+                KvRows::F32(v) => v.capacity(),
+                KvRows::F16(v) => v.capacity(),
+            };
+            let rooms: Vec<usize> = fresh.values.iter().flatten().map(room).collect();
+            assert!(rooms.iter().all(|&n| n == 64 * cfg.head_dim()), "{rooms:?}");
+        }
+    }
 
     #[test]
     fn kv_dtype_names_round_trip_and_unknown_names_are_errors() {

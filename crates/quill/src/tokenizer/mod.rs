@@ -76,7 +76,7 @@ impl Tokenizer {
     /// Number of ids the tokenizer can produce.
     pub fn vocab_size(&self) -> usize {
         match self {
-            Tokenizer::Hf(t) => t.get_vocab_size(true),
+            Tokenizer::Hf(t) => hf::vocab_size(t),
             Tokenizer::Gpt2Tiktoken(_) => GPT2_VOCAB,
             Tokenizer::Char(c) => c.vocab_size(),
             Tokenizer::HipGpt(t) => t.vocab_size(),
@@ -90,7 +90,7 @@ impl Tokenizer {
             Tokenizer::Hf(t) => format!(
                 "Hugging Face tokenizers ({} model, {} tokens)",
                 hf::model_kind(t),
-                t.get_vocab_size(true)
+                hf::vocab_size(t)
             ),
             Tokenizer::Gpt2Tiktoken(_) => "GPT-2 BPE (tiktoken gpt2, built in)".to_string(),
             Tokenizer::Char(c) => format!("character-level ({} characters)", c.vocab_size()),
