@@ -519,8 +519,9 @@ impl Ctx<'_> {
 
     /// Stores `vals[i][j]` as row `r + i`, feature `seg.first + o + j`, adding the bias (and
     /// with `accumulate`, onto what the output holds: `out + (v + bias)`). The epilogue is
-    /// chosen once per call and each row's `C` outputs go as one slice, which the compiler
-    /// vectorises: per element the same adds as one at a time, so the same bits.
+    /// chosen once per call, not per element, and each row's `C` outputs are written as one
+    /// slice. (The cost left here in prefill profiles is the stores' cache misses: the output
+    /// rows are fresh lines.)
     #[inline]
     fn store<const R: usize, const C: usize>(
         &self,
