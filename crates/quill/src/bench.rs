@@ -167,8 +167,9 @@ pub fn measure(
     let (mut best_p, mut best_d) = (Duration::MAX, Duration::MAX);
     let mut scratch = Scratch::default();
     for _ in 0..reps.max(1) {
-        let mut cache = model.new_cache_with(prompt_len + gen + 1, kv);
-        cache.reserve(prompt_len + gen + 1);
+        let positions = prompt_len + gen + 1;
+        let mut cache = model.new_cache_with(positions, kv);
+        cache.reserve(positions);
         let t0 = Instant::now();
         model.forward(&prompt, &mut cache, &mut scratch, Logits::Last, None)?;
         best_p = best_p.min(t0.elapsed());
