@@ -8,7 +8,7 @@ use common::fixtures;
 use quill::generate::{Batch, ContextPolicy};
 use quill::load::LoadOptions;
 use quill::model::{BatchInput, KvCache, Scratch};
-use quill::{GenerateParams, Generation, Logits, ModelSource, SamplerConfig};
+use quill::{GenerateParams, Generation, KvDtype, Logits, ModelSource, SamplerConfig};
 
 fn load(rel: &str) -> quill::LoadedModel {
     quill::load(
@@ -109,6 +109,85 @@ fn last_row_logits_are_the_last_rows_of_all_logits() {
             )
             .unwrap();
         assert_eq!(alone, last[0], "{rel}: alone");
+    }
+}
+
+/// Inputs longer than one pass (`PASS_ROWS` rows) run in several passes: a long prompt split
+/// across passes, short ones sharing a pass with its pieces. Every row computes exactly what it
+/// computes in one pass over the whole input (a traced pass is always one pass), for both kinds
+/// of logits and both KV cache types, and the caches hold the same keys and values (the next
+/// step's logits are the same bits). An invalid sequence anywhere stops everything before any
+/// cache changes.
+#[test]
+fn long_inputs_run_in_passes_with_one_pass_results() {
+    use quill::model::PASS_ROWS;
+    let sources = [
+        ModelSource::Embedded,
+        ModelSource::Path(fixtures().join("models/llama-gqa-tied/hf-safetensors")),
+    ];
+    for src in &sources {
+        let m = quill::load(src, &LoadOptions::default()).unwrap().model;
+        let (vocab, ctx) = (m.config().vocab_size as u32, m.config().context_length);
+        let ids = |n: usize, salt: u32| -> Vec<u32> {
+            (0..n as u32)
+                .map(|i| (i * 31 + salt * 7 + 3) % vocab)
+                .collect()
+        };
+        // One prompt over a pass and a half, one short, one just under a pass.
+        let lens = [PASS_ROWS + PASS_ROWS / 2 + 5, 5, PASS_ROWS - 3];
+        assert!(
+            lens[0] < ctx,
+            "the fixture's context must hold the long prompt"
+        );
+        let owned: Vec<Vec<u32>> = lens.iter().zip(1..).map(|(&n, s)| ids(n, s)).collect();
+        let prompts: Vec<&[u32]> = owned.iter().map(|p| &p[..]).collect();
+        for kv in [KvDtype::F32, KvDtype::F16] {
+            for want in [Logits::Last, Logits::All] {
+                let run = |one_pass: bool| {
+                    let mut caches: Vec<_> =
+                        prompts.iter().map(|_| m.new_cache_with(ctx, kv)).collect();
+                    let mut scratch = Scratch::default();
+                    let mut inputs = batch_inputs(&prompts, &mut caches);
+                    let mut noop = |_: &str, _: &[f32]| {};
+                    let trace: Option<quill::model::Trace<'_>> = one_pass.then_some(&mut noop as _);
+                    let first = m
+                        .forward_batch(&mut inputs, &mut scratch, want, trace)
+                        .unwrap();
+                    let next: Vec<Vec<f32>> = caches
+                        .iter_mut()
+                        .map(|c| {
+                            m.forward(&[6], c, &mut scratch, Logits::Last, None)
+                                .unwrap()
+                        })
+                        .collect();
+                    (first, next)
+                };
+                let (one, one_next) = run(true);
+                let (passes, passes_next) = run(false);
+                let rows = |n: usize| if want == Logits::All { n } else { 1 };
+                for (i, (o, p)) in one.iter().zip(&passes).enumerate() {
+                    assert_eq!(o.len(), rows(lens[i]) * vocab as usize);
+                    let same = o.iter().zip(p).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same && o.len() == p.len(),
+                        "{src:?} {kv:?} {want:?}: sequence {i}"
+                    );
+                }
+                assert_eq!(
+                    one_next, passes_next,
+                    "{src:?} {kv:?} {want:?}: the step after"
+                );
+            }
+        }
+        // A bad token in the last sequence: an error, and no cache has moved.
+        let mut bad = owned.clone();
+        bad[2][1] = vocab;
+        let bad_refs: Vec<&[u32]> = bad.iter().map(|p| &p[..]).collect();
+        let mut caches: Vec<_> = bad.iter().map(|_| m.new_cache(ctx)).collect();
+        let mut inputs = batch_inputs(&bad_refs, &mut caches);
+        let err = m.forward_batch(&mut inputs, &mut Scratch::default(), Logits::Last, None);
+        assert!(err.is_err(), "{src:?}");
+        assert!(caches.iter().all(|c| c.is_empty()), "{src:?}");
     }
 }
 

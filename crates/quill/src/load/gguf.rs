@@ -37,6 +37,9 @@ pub(super) fn parse(path: &Path) -> Result<(Parsed, Option<ChatTemplate>)> {
         (Some(tok), Some(src)) => Some(ChatTemplate::from_gguf(&g, src, tok)?),
         _ => None,
     };
+    // The metadata (vocabulary, merges: about 2 MB for GPT-2) now lives in owned values and
+    // the tokenizer; its file pages would otherwise stay resident beside the weights.
+    g.bytes.release(0, g.data_offset);
     let format = format!("GGUF v{} ({arch})", g.version);
     let tokenizer = tokenizer.map(|t| (t, format!("{} metadata", path.display())));
     Ok((

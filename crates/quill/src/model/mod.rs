@@ -14,6 +14,14 @@ use crate::kernels::{self, Act, AttnSeq, RopeTable, RowNorm};
 use kv_cache::sized;
 use weights::Norm;
 
+/// The most input rows one forward pass runs at once: a longer input (a long prompt, a batch of
+/// prompts) runs in consecutive passes of at most this many rows, with the same results. The
+/// activations' memory is then bounded by this many rows whatever the prompt length (GPT-2 124M:
+/// a 1000-token prompt peaked 38 MB lower than in one pass), at the cost of streaming the
+/// weights once per pass, which prefill, bound by arithmetic, mostly hides (measured 2-6% slower
+/// at 512 tokens, no difference at 128).
+pub const PASS_ROWS: usize = 64;
+
 /// Which positions' logits a forward pass returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Logits {
@@ -173,35 +181,99 @@ impl Model {
         trace: Option<Trace<'_>>,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
+        // Every input is checked before any cache changes (a long input runs in several passes).
+        for s in seqs.iter() {
+            self.check_input(s.tokens, s.cache)?;
+        }
+        logits.clear();
+        // (A traced pass is one pass: the trace names whole-input activations.)
+        if trace.is_some() {
+            return self.forward_pass(seqs, scratch, want, None, trace, logits);
+        }
+        let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+        let go = |seqs: &mut [BatchInput<'_>], scratch: &mut Scratch, logits: &mut Vec<f32>| {
+            if n <= PASS_ROWS {
+                self.forward_pass(seqs, scratch, want, None, None, logits)
+            } else {
+                self.in_passes(seqs, scratch, want, logits)
+            }
+        };
         // Run the whole pass on a worker of the kernels' thread pool: each matmul's first chunk
         // then starts on this thread at once and only the other workers are woken, instead of
         // every one of a token's ~50 products being handed from an outside thread to the pool.
-        // (A trace callback need not be `Send`; traced passes stay on the calling thread.)
-        if trace.is_none()
-            && rayon::current_thread_index().is_none()
-            && rayon::current_num_threads() > 1
-        {
+        if rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1 {
             let mut res = None;
-            rayon::scope(|_| res = Some(self.forward_pass(seqs, scratch, want, None, logits)));
+            rayon::scope(|_| res = Some(go(seqs, scratch, logits)));
             return res.unwrap_or_else(|| Err(Error::Request("forward pass did not run".into())));
         }
-        self.forward_pass(seqs, scratch, want, trace, logits)
+        go(seqs, scratch, logits)
     }
 
+    /// Runs inputs longer than [`PASS_ROWS`] rows in order, in passes of at most that many rows
+    /// (a sequence's tokens split across consecutive passes, short sequences sharing one):
+    /// the activations then take memory for [`PASS_ROWS`] rows, not for the whole prompt. A
+    /// later piece of a sequence attends to the keys and values its earlier pieces cached, as
+    /// every row attends to cached ones within a pass, so each row computes what it computes in
+    /// one pass, bit for bit. With [`Logits::Last`] a piece that does not end its sequence
+    /// only fills the cache (no logits, and its last block stops after caching keys and values).
+    fn in_passes(
+        &self,
+        seqs: &mut [BatchInput<'_>],
+        scratch: &mut Scratch,
+        want: Logits,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
+        // (Allocates a little per pass: only inputs longer than a pass come here, never decode.)
+        let (mut next, mut from) = (0, 0);
+        while next < seqs.len() {
+            // This pass's pieces: (sequence, its token range), sequences in order.
+            let mut pieces = Vec::new();
+            let mut rows = 0;
+            while rows < PASS_ROWS && next < seqs.len() {
+                let len = seqs[next].tokens.len();
+                let take = (PASS_ROWS - rows).min(len - from);
+                pieces.push((next, from..from + take));
+                rows += take;
+                from += take;
+                if from == len {
+                    (next, from) = (next + 1, 0);
+                }
+            }
+            let mut emit = Vec::with_capacity(pieces.len());
+            let mut inputs = Vec::with_capacity(pieces.len());
+            let mut piece = pieces.iter().peekable();
+            for (si, s) in seqs.iter_mut().enumerate() {
+                let Some((_, range)) = piece.next_if(|(ps, _)| *ps == si) else {
+                    continue;
+                };
+                emit.push(range.end == s.tokens.len());
+                let tokens: &[u32] = s.tokens;
+                inputs.push(BatchInput {
+                    tokens: &tokens[range.clone()],
+                    cache: &mut *s.cache,
+                });
+            }
+            let emit = (want == Logits::Last).then_some(&emit[..]);
+            self.forward_pass(&mut inputs, scratch, want, emit, None, logits)?;
+        }
+        Ok(())
+    }
+
+    /// One pass over inputs [`Self::run`] checked, appending the logits asked for to
+    /// `logits`. `emit` (with [`Logits::Last`]): which sequences' last rows give logits (`None`:
+    /// all of them).
     fn forward_pass(
         &self,
         seqs: &mut [BatchInput<'_>],
         scratch: &mut Scratch,
         want: Logits,
+        emit: Option<&[bool]>,
         mut trace: Option<Trace<'_>>,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
         let cfg = &self.config;
         let w = &self.weights;
-        logits.clear();
-        for s in seqs.iter() {
-            self.check_input(s.tokens, s.cache)?;
-        }
+        let emits = |si: usize| emit.is_none_or(|e| e[si]);
         let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
         if n == 0 {
             return Ok(());
@@ -242,8 +314,10 @@ impl Model {
         // last rows alone (their attention, projection and feed-forward): the other rows' results
         // there would never be read (as llama.cpp skips them). Every kept row computes exactly
         // what it computes with all rows present.
+        // (A piece that does not end its sequence keeps no row: its last block only caches.)
         let mut rows_now = n;
-        let skip_unread = want == Logits::Last && trace.is_none() && n > seqs.len();
+        let kept = (0..seqs.len()).filter(|&si| emits(si)).count();
+        let skip_unread = want == Logits::Last && trace.is_none() && n > kept;
         let last_block = w.blocks.len().saturating_sub(1);
 
         for (l, b) in w.blocks.iter().enumerate() {
@@ -283,14 +357,18 @@ impl Model {
             }
             let last_rows = skip_unread && l == last_block;
             if last_rows {
-                // x keeps sequence i's last row as its row i (moved forward, in order).
-                for (i, sp) in spans.iter().enumerate() {
+                // x keeps the kept sequences' last rows, moved forward in order.
+                let kept_spans = spans.iter().enumerate().filter(|&(si, _)| emits(si));
+                for (i, (_, sp)) in kept_spans.enumerate() {
                     scratch.x.copy_within((sp.end - 1) * c..sp.end * c, i * c);
                 }
-                rows_now = seqs.len();
+                rows_now = kept;
                 scratch.x.truncate(rows_now * c);
             }
             let n = rows_now;
+            if n == 0 {
+                continue;
+            }
             let att = sized(&mut scratch.att, n * qd);
             // One attention call for the whole batch: [n, qd].
             let mut parts = recycle(std::mem::take(&mut scratch.attn));
@@ -298,7 +376,9 @@ impl Model {
                 seqs.iter()
                     .zip(spans)
                     .zip(starts)
-                    .map(|((s, span), &start)| {
+                    .enumerate()
+                    .filter(|&(si, _)| !last_rows || emits(si))
+                    .map(|(_, ((s, span), &start))| {
                         let (keys, values) = s.cache.layer(l);
                         // Only the last row: its query, at its position.
                         let first = if last_rows { span.end - 1 } else { span.start };
@@ -349,8 +429,17 @@ impl Model {
         match want {
             // The last block kept only these rows, in order.
             _ if rows_now < n => picked.extend(0..rows_now),
-            Logits::Last => picked.extend(spans.iter().map(|sp| sp.end - 1)),
+            Logits::Last => picked.extend(
+                spans
+                    .iter()
+                    .enumerate()
+                    .filter(|&(si, _)| emits(si))
+                    .map(|(_, sp)| sp.end - 1),
+            ),
             Logits::All => picked.extend(0..n),
+        }
+        if picked.is_empty() {
+            return Ok(());
         }
         let rows = sized(&mut scratch.h, picked.len() * c);
         for (i, &r) in picked.iter().enumerate() {
@@ -365,12 +454,13 @@ impl Model {
             }
         }
         let head = w.head.as_ref().map_or(&w.tok_emb, |h| &h.w);
-        logits.resize(picked.len() * cfg.vocab_size, 0.0);
+        let at = logits.len();
+        logits.resize(at + picked.len() * cfg.vocab_size, 0.0);
         kernels::matmul(
             rows,
             head,
             w.head.as_ref().and_then(|h| h.b.as_deref()),
-            logits,
+            &mut logits[at..],
         );
         Ok(())
     }
