@@ -9,7 +9,7 @@
 //! either `early_stopping` is set or no running beam can still beat the worst finished one.
 
 use crate::error::{Error, Result};
-use crate::model::{KvCache, KvDtype, Logits, Model, Scratch};
+use crate::model::{BatchInput, KvCache, KvDtype, Logits, Model, Scratch};
 
 /// Settings of a beam search.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +99,8 @@ pub fn beam_search(
     let allowed = allowed.min(model.config().vocab_size);
     let mut scratch = Scratch::default();
     let mut cache = model.new_cache_with(ctx, p.kv_cache);
+    // Every beam's cache (clones keep the reserve) holds the whole search without regrowing.
+    cache.reserve(prompt.len() + p.max_new_tokens);
     let logits = model.forward(prompt, &mut cache, &mut scratch, Logits::Last, None)?;
     let mut beams = vec![Beam {
         tokens: Vec::new(),
@@ -168,10 +170,17 @@ pub fn beam_search(
             children[b] += 1;
         }
         let mut old: Vec<Option<Beam>> = beams.drain(..).map(Some).collect();
+        // Parents without children lend their caches' buffers to the copies.
+        let mut spare: Vec<KvCache> = old
+            .iter_mut()
+            .zip(&children)
+            .filter(|(_, &n)| n == 0)
+            .filter_map(|(b, _)| b.take().map(|b| b.cache))
+            .collect();
         let mut grown = Vec::with_capacity(next.len());
         for &(lp, b, t) in &next {
             children[b] -= 1;
-            let (mut tokens, mut cache) = if children[b] == 0 {
+            let (mut tokens, cache) = if children[b] == 0 {
                 let parent = old[b]
                     .take()
                     .ok_or_else(|| Error::Request("beam reused".into()))?;
@@ -180,21 +189,44 @@ pub fn beam_search(
                 let parent = old[b]
                     .as_ref()
                     .ok_or_else(|| Error::Request("beam reused".into()))?;
-                (parent.tokens.clone(), parent.cache.clone())
+                let cache = match spare.pop() {
+                    Some(mut c) => {
+                        c.clone_from(&parent.cache);
+                        c
+                    }
+                    None => parent.cache.clone(),
+                };
+                (parent.tokens.clone(), cache)
             };
             tokens.push(t);
-            let full = step + 1 == p.max_new_tokens || cache.remaining() == 0;
-            let logits = if full {
-                Vec::new()
-            } else {
-                model.forward(&[t], &mut cache, &mut scratch, Logits::Last, None)?
-            };
             grown.push(Beam {
                 tokens,
                 logprob: lp,
                 cache,
-                logits,
+                logits: Vec::new(),
             });
+        }
+        // Every beam has the same length, so all of them continue or none does; those that
+        // continue take their next step together, one batch sharing each weight read (a
+        // sequence's logits do not depend on the batch).
+        let full = step + 1 == p.max_new_tokens || grown.iter().any(|b| b.cache.remaining() == 0);
+        if !full {
+            let last: Vec<u32> = grown
+                .iter()
+                .filter_map(|b| b.tokens.last().copied())
+                .collect();
+            let mut inputs: Vec<BatchInput<'_>> = grown
+                .iter_mut()
+                .zip(&last)
+                .map(|(b, t)| BatchInput {
+                    tokens: std::slice::from_ref(t),
+                    cache: &mut b.cache,
+                })
+                .collect();
+            let logits = model.forward_batch(&mut inputs, &mut scratch, Logits::Last, None)?;
+            for (b, l) in grown.iter_mut().zip(logits) {
+                b.logits = l;
+            }
         }
         beams = grown;
         if beams.iter().any(|b| b.logits.is_empty()) {

@@ -13,7 +13,10 @@ use crate::kernels::KvRows;
 /// Stored per layer and per KV head, `[positions, head_dim]`: attention scans one head's
 /// positions, and with each head contiguous that scan streams memory (in a `[positions,
 /// n_kv_head, head_dim]` layout consecutive positions of a head are a whole row apart).
-#[derive(Debug, Clone)]
+///
+/// A clone keeps the original's room to grow (its reserve): a forked sequence (a beam) appends
+/// without reallocating. `clone_from` reuses the target's buffers.
+#[derive(Debug)]
 pub struct KvCache {
     n_kv_head: usize,
     head_dim: usize,
@@ -209,6 +212,54 @@ impl KvCache {
     }
 }
 
+impl Clone for KvCache {
+    fn clone(&self) -> Self {
+        let copy = |heads: &Vec<Vec<KvRows>>| -> Vec<Vec<KvRows>> {
+            heads
+                .iter()
+                .map(|layer| layer.iter().map(with_room).collect())
+                .collect()
+        };
+        KvCache {
+            keys: copy(&self.keys),
+            values: copy(&self.values),
+            ..*self
+        }
+    }
+
+    fn clone_from(&mut self, src: &Self) {
+        if (self.n_kv_head, self.head_dim, self.keys.len(), self.dtype)
+            != (src.n_kv_head, src.head_dim, src.keys.len(), src.dtype)
+        {
+            *self = src.clone();
+            return;
+        }
+        let mine = self.keys.iter_mut().chain(self.values.iter_mut()).flatten();
+        let theirs = src.keys.iter().chain(&src.values).flatten();
+        for (dst, from) in mine.zip(theirs) {
+            match (dst, from) {
+                (KvRows::F32(d), KvRows::F32(f)) => d.clone_from(f),
+                (KvRows::F16(d), KvRows::F16(f)) => d.clone_from(f),
+                (d, f) => *d = with_room(f),
+            }
+        }
+        (self.capacity, self.len) = (src.capacity, src.len);
+    }
+}
+
+/// A copy of one head's rows with the same room to grow as the original.
+fn with_room(h: &KvRows) -> KvRows {
+    fn copy<T: Copy>(v: &[T], room: usize) -> Vec<T> {
+        let mut out = Vec::with_capacity(room);
+        out.extend_from_slice(v);
+        out
+    }
+    match h {
+        KvRows::F32(v) => KvRows::F32(copy(v, v.capacity())),
+        KvRows::F16(v) => KvRows::F16(copy(v, v.capacity())),
+    }
+}
+
 /// Reserves room for `more` values in `dst`: growth by doubling, but never past `most` values
 /// (the capacity) unless `more` itself needs it.
 fn grow<T>(dst: &mut Vec<T>, more: usize, most: usize) {
@@ -299,6 +350,52 @@ mod tests {
             };
             let rooms: Vec<usize> = fresh.values.iter().flatten().map(room).collect();
             assert!(rooms.iter().all(|&n| n == 64 * cfg.head_dim()), "{rooms:?}");
+        }
+    }
+
+    /// A clone holds the same keys and values with the same room to grow (appending within the
+    /// original's reserve does not move it), and `clone_from` copies into the target's own
+    /// buffers when they are large enough.
+    #[test]
+    fn clones_keep_the_reserve_and_clone_from_reuses_buffers() {
+        let cfg = ModelConfig::gpt2(32, 2, 2, 8, 64);
+        let stride = cfg.n_kv_head * cfg.head_dim();
+        let rows: Vec<f32> = (0..3 * stride).map(|i| i as f32 * 0.5).collect();
+        let append = |c: &mut KvCache, n: usize| {
+            for l in 0..cfg.n_layer {
+                c.append(l, &rows[..n * stride], &rows[..n * stride]);
+            }
+            c.commit(n);
+        };
+        let same = |a: &KvCache, b: &KvCache| {
+            a.len() == b.len() && a.keys == b.keys && a.values == b.values
+        };
+        for dtype in KvDtype::ALL {
+            let mut c = KvCache::with_dtype(&cfg, 64, dtype);
+            c.reserve(20);
+            append(&mut c, 3);
+            let mut fork = c.clone();
+            assert!(same(&fork, &c), "{dtype}");
+            let before = homes(&fork);
+            for _ in 0..17 {
+                append(&mut fork, 1);
+            }
+            assert_eq!(homes(&fork), before, "{dtype}: the clone kept the reserve");
+            // A cache with room takes another's contents in place.
+            let mut spare = fork.clone();
+            let spare_homes = homes(&spare);
+            spare.clone_from(&c);
+            assert!(same(&spare, &c), "{dtype}: clone_from copies");
+            assert_eq!(homes(&spare), spare_homes, "{dtype}: into its own buffers");
+            // Across cache types it is a plain copy.
+            let other = if dtype == KvDtype::F32 {
+                KvDtype::F16
+            } else {
+                KvDtype::F32
+            };
+            let mut x = KvCache::with_dtype(&cfg, 64, other);
+            x.clone_from(&c);
+            assert!(same(&x, &c) && x.dtype() == dtype, "{dtype}");
         }
     }
 
