@@ -142,8 +142,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     println!("weights/token    {:.1} MB", wbytes as f64 / 1e6);
     println!("roofline         {roofline:.1} tokens/s (bandwidth / weight bytes)");
     println!(
-        "prefill          {:.1} tokens/s ({} tokens in one pass)",
-        m.prefill_tokens_per_s, m.prefill_tokens
+        "prefill          {:.1} tokens/s ({} tokens in one forward call, passes of at most {} rows)",
+        m.prefill_tokens_per_s,
+        m.prefill_tokens,
+        quill::model::PASS_ROWS
     );
     println!(
         "decode           {:.1} tokens/s ({:.0}% of roofline)",

@@ -152,7 +152,8 @@ pub struct Measurement {
     pub decode_tokens_per_s: f64,
 }
 
-/// Prefills `prompt_len` tokens in one pass, then decodes `gen` tokens one at a time (greedy
+/// Prefills `prompt_len` tokens in one forward call (passes of at most
+/// [`crate::model::PASS_ROWS`] rows), then decodes `gen` tokens one at a time (greedy
 /// over fixed ids, so the measurement is the model alone), with a KV cache of `kv`. Best of
 /// `reps`.
 pub fn measure(

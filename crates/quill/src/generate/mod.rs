@@ -1,5 +1,5 @@
-//! The generation loop: prefill the prompt in one pass, then one token per step through the KV
-//! cache, sampling each token and streaming its text. A [`Generation`] is an iterator of
+//! The generation loop: prefill the prompt in one forward call, then one token per step through
+//! the KV cache, sampling each token and streaming its text. A [`Generation`] is an iterator of
 //! [`Event`]s; it borrows the shared model and tokenizer and owns everything per-sequence
 //! (cache, scratch, sampler, detokenizer), so many can run side by side.
 //!

@@ -124,9 +124,9 @@ impl Model {
         Ok(logits)
     }
 
-    /// Runs several sequences in one pass: their rows share every weight read (the point of
-    /// batching: decode is bound by streaming the weights), while positions, attention and KV
-    /// caches stay per sequence. A sequence's results do not depend on what else is in the
+    /// Runs several sequences together (one pass, or passes of [`PASS_ROWS`] rows for long
+    /// inputs): their rows share every weight read (the point of batching: decode is bound by
+    /// streaming the weights), while positions, attention and KV caches stay per sequence. A sequence's results do not depend on what else is in the
     /// batch: every kernel computes a row the same way whatever the other rows are.
     ///
     /// Returns one logits vector per sequence ([1, vocab] or [tokens, vocab] each). Errors, with
@@ -186,7 +186,8 @@ impl Model {
             self.check_input(s.tokens, s.cache)?;
         }
         logits.clear();
-        // (A traced pass is one pass: the trace names whole-input activations.)
+        // A traced pass is one pass (the trace names whole-input activations) and stays on the
+        // calling thread (a trace callback need not be `Send`).
         if trace.is_some() {
             return self.forward_pass(seqs, scratch, want, None, trace, logits);
         }
