@@ -63,6 +63,14 @@ fn batched_forward_equals_single_forward_bit_for_bit() {
     }
 }
 
+/// One more decode step (token 6) on every cache: its logits show what the cache holds.
+fn next_steps(m: &quill::Model, caches: &mut [KvCache], scratch: &mut Scratch) -> Vec<Vec<f32>> {
+    caches
+        .iter_mut()
+        .map(|c| m.forward(&[6], c, scratch, Logits::Last, None).unwrap())
+        .collect()
+}
+
 /// Asking for the last rows' logits only (the last block then carries on with those rows alone)
 /// gives exactly the last rows of the full logits, and caches every row's keys and values: the
 /// next decode step is the same bits either way.
@@ -79,14 +87,7 @@ fn last_row_logits_are_the_last_rows_of_all_logits() {
             let first = m
                 .forward_batch(&mut inputs, &mut scratch, want, None)
                 .unwrap();
-            let next: Vec<Vec<f32>> = caches
-                .iter_mut()
-                .map(|c| {
-                    m.forward(&[6], c, &mut scratch, Logits::Last, None)
-                        .unwrap()
-                })
-                .collect();
-            (first, next)
+            (first, next_steps(&m, &mut caches, &mut scratch))
         };
         let (all, next_all) = run(Logits::All);
         let (last, next_last) = run(Logits::Last);
@@ -153,14 +154,7 @@ fn long_inputs_run_in_passes_with_one_pass_results() {
                     let first = m
                         .forward_batch(&mut inputs, &mut scratch, want, trace)
                         .unwrap();
-                    let next: Vec<Vec<f32>> = caches
-                        .iter_mut()
-                        .map(|c| {
-                            m.forward(&[6], c, &mut scratch, Logits::Last, None)
-                                .unwrap()
-                        })
-                        .collect();
-                    (first, next)
+                    (first, next_steps(&m, &mut caches, &mut scratch))
                 };
                 let (one, one_next) = run(true);
                 let (passes, passes_next) = run(false);
