@@ -189,7 +189,8 @@ impl Model {
         // A traced pass is one pass (the trace names whole-input activations) and stays on the
         // calling thread (a trace callback need not be `Send`).
         if trace.is_some() {
-            return self.forward_pass(seqs, scratch, want, None, trace, logits);
+            self.forward_pass(seqs, scratch, want, None, trace, logits);
+            return Ok(());
         }
         let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
         let go = |seqs: &mut [BatchInput<'_>], scratch: &mut Scratch, logits: &mut Vec<f32>| {
@@ -203,11 +204,11 @@ impl Model {
         // then starts on this thread at once and only the other workers are woken, instead of
         // every one of a token's ~50 products being handed from an outside thread to the pool.
         if rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1 {
-            let mut res = None;
-            rayon::scope(|_| res = Some(go(seqs, scratch, logits)));
-            return res.unwrap_or_else(|| Err(Error::Request("forward pass did not run".into())));
+            rayon::scope(|_| go(seqs, scratch, logits));
+        } else {
+            go(seqs, scratch, logits);
         }
-        go(seqs, scratch, logits)
+        Ok(())
     }
 
     /// Runs inputs longer than [`PASS_ROWS`] rows in order, in passes of at most that many rows
@@ -223,7 +224,7 @@ impl Model {
         scratch: &mut Scratch,
         want: Logits,
         logits: &mut Vec<f32>,
-    ) -> Result<()> {
+    ) {
         // (Allocates a little per pass: only inputs longer than a pass come here, never decode.)
         let (mut next, mut from) = (0, 0);
         while next < seqs.len() {
@@ -255,12 +256,11 @@ impl Model {
                 });
             }
             let emit = (want == Logits::Last).then_some(&emit[..]);
-            self.forward_pass(&mut inputs, scratch, want, emit, None, logits)?;
+            self.forward_pass(&mut inputs, scratch, want, emit, None, logits);
         }
-        Ok(())
     }
 
-    /// One pass over inputs [`Self::run`] checked, appending the logits asked for to
+    /// One pass over inputs [`Self::run`] checked (so nothing here can fail), appending the logits asked for to
     /// `logits`. `emit` (with [`Logits::Last`]): which sequences' last rows give logits (`None`:
     /// all of them).
     fn forward_pass(
@@ -271,13 +271,13 @@ impl Model {
         emit: Option<&[bool]>,
         mut trace: Option<Trace<'_>>,
         logits: &mut Vec<f32>,
-    ) -> Result<()> {
+    ) {
         let cfg = &self.config;
         let w = &self.weights;
         let emits = |si: usize| emit.is_none_or(|e| e[si]);
         let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
         if n == 0 {
-            return Ok(());
+            return;
         }
         let (c, hd) = (cfg.d_model, cfg.head_dim());
         let (nh, nkv) = (cfg.n_head, cfg.n_kv_head);
@@ -440,7 +440,7 @@ impl Model {
             Logits::All => picked.extend(0..n),
         }
         if picked.is_empty() {
-            return Ok(());
+            return;
         }
         let rows = sized(&mut scratch.h, picked.len() * c);
         for (i, &r) in picked.iter().enumerate() {
@@ -463,7 +463,6 @@ impl Model {
             w.head.as_ref().and_then(|h| h.b.as_deref()),
             &mut logits[at..],
         );
-        Ok(())
     }
 
     /// Checks one sequence's input before anything is changed.
