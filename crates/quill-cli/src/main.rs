@@ -87,7 +87,23 @@ enum Command {
     Sample(sample_cmd::Args),
 }
 
+/// glibc raises its mmap threshold as large blocks are freed (up to 32 MB), after which
+/// multi-megabyte buffers come from the heap and stay resident once freed: the metadata a GGUF
+/// load parses and drops, a prompt's activations. A fixed threshold makes every block of 128 KiB
+/// or more its own mapping, handed back whole when freed (GPT-2 q4_0, 128-token prompt: peak RSS
+/// 105.7 -> 103.6 MB). Decode allocates nothing per token, so the extra mappings cost nothing
+/// there. A process-wide policy, so the binary sets it, not the library.
+fn fixed_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only changes glibc's allocation policy for later blocks; it is called
+    // before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    fixed_mmap_threshold();
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         if n == 0 {

@@ -270,11 +270,13 @@ pub fn to_hf_folder(lm: &LoadedModel, dir: &Path) -> Result<()> {
     let cp = dir.join("config.json");
     std::fs::write(&cp, serde_json::to_string_pretty(&json).unwrap_or_default())
         .map_err(|e| Error::io(&cp, e))?;
-    if let Some(crate::Tokenizer::Hf(t)) = &lm.tokenizer {
-        let tp = dir.join("tokenizer.json");
-        t.save(&tp, false)
-            .map_err(|e| Error::Tokenizer(format!("writing {}: {e}", tp.display())))?;
-    }
+    let tp = dir.join("tokenizer.json");
+    let saved = match &lm.tokenizer {
+        Some(crate::Tokenizer::Hf(t)) => t.save(&tp, false),
+        Some(crate::Tokenizer::Bpe(t)) => t.save(&tp, false),
+        _ => Ok(()),
+    };
+    saved.map_err(|e| Error::Tokenizer(format!("writing {}: {e}", tp.display())))?;
     Ok(())
 }
 

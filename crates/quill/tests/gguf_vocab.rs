@@ -73,3 +73,29 @@ fn llama_bpe_vocab_matches_llama_cpp() {
 fn llama_spm_vocab_matches_llama_cpp() {
     check("llama-spm");
 }
+
+/// A GGUF byte-level vocabulary runs on quill's compact `ByteBpe`; what it saves as a
+/// `tokenizer.json` is an ordinary Hugging Face tokenizer with the same ids, and both decode
+/// every text back exactly.
+#[test]
+fn byte_level_vocabularies_save_as_hf_tokenizers_with_the_same_ids() {
+    for name in ["gpt-2", "starcoder", "llama-bpe"] {
+        let Some(path) = find(name) else { continue };
+        let tok = Tokenizer::from_gguf(&path).unwrap().unwrap();
+        let Tokenizer::Bpe(t) = &tok else {
+            panic!("{name}: {tok:?} is not the compact byte-level BPE")
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let json = dir.path().join("tokenizer.json");
+        t.save(&json, false).unwrap();
+        let hf = Tokenizer::from_tokenizer_json(&json).unwrap();
+        assert_eq!(hf.vocab_size(), tok.vocab_size(), "{name}");
+        let inp = std::fs::read_to_string(path.with_extension("gguf.inp")).unwrap();
+        for text in inp.split("\n__ggml_vocab_test__\n") {
+            let ids = tok.encode(text, false).unwrap();
+            assert_eq!(hf.encode(text, false).unwrap(), ids, "{name}: {text:?}");
+            assert_eq!(tok.decode(&ids).unwrap(), text, "{name}: {text:?}");
+            assert_eq!(hf.decode(&ids).unwrap(), text, "{name}: {text:?}");
+        }
+    }
+}

@@ -294,8 +294,20 @@ pub struct Scratch {
     pub(crate) attn: Vec<crate::kernels::AttnSeq<'static>>,
 }
 
-/// Resizes `buf` to `n` elements (contents unspecified) without shrinking its allocation.
+/// Below this many elements a scratch buffer keeps its allocation whatever it is used for.
+const KEEP_ELEMS: usize = 16 << 10;
+
+/// Resizes `buf` to `n` elements (contents unspecified). The allocation is kept while the passes
+/// using it are at least a quarter of its size; a buffer grown for a prefill pass (up to
+/// [`PASS_ROWS`](super::PASS_ROWS) rows) is handed back at the first decode step and a small one
+/// allocated instead, so a sequence does not hold megabytes of prompt activations it will not
+/// use again (GPT-2: 3 MB of a 64-row pass). Steps whose sizes stay within 4× of each other
+/// never allocate.
 pub(crate) fn sized(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.capacity() > KEEP_ELEMS && buf.capacity() / 4 > n {
+        // A fresh vector rather than `shrink_to`: the old block goes back whole.
+        *buf = Vec::with_capacity(n);
+    }
     buf.resize(n, 0.0);
     &mut buf[..n]
 }

@@ -388,3 +388,39 @@ fn invalid_values_are_rejected() {
     assert!(Stage::parse("top-k").is_ok());
     assert!(Stage::parse("top_k").is_err());
 }
+
+/// Greedy with no logit-editing stage takes the arg-max without candidates: the same token as
+/// the chain's greedy selection (lowest id on ties, NaN masked, padding excluded), the same
+/// error when nothing is left.
+#[test]
+fn greedy_fast_path_equals_the_chain() {
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let mut fast = Sampler::new(SamplerConfig::greedy()).unwrap();
+    // A zero logit bias is a logit-editing stage that changes nothing: the full chain.
+    let mut chain = Sampler::new(SamplerConfig {
+        logit_bias: vec![(0, 0.0)],
+        ..SamplerConfig::greedy()
+    })
+    .unwrap();
+    assert_eq!(fast.stages().len() + 1, chain.stages().len());
+    for case in 0..300 {
+        let n = 1 + case % 40;
+        let logits: Vec<f32> = (0..n)
+            .map(|_| match rng.gen_range(0..10) {
+                0 => f32::NAN,
+                1 => f32::NEG_INFINITY,
+                2 => f32::INFINITY,
+                k => (k % 3) as f32, // many ties
+            })
+            .collect();
+        let allowed = 1 + rng.gen_range(0..n);
+        let a = fast.sample(&logits, allowed, &NO_HISTORY);
+        let b = chain.sample(&logits, allowed, &NO_HISTORY);
+        match (a, b) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b, "{logits:?} allowed {allowed}"),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => panic!("{logits:?}: fast {a:?}, chain {b:?}"),
+        }
+    }
+    assert!(fast.sample(&[], 0, &NO_HISTORY).is_err());
+}

@@ -1,8 +1,9 @@
-//! Tokenizers embedded in GGUF metadata, rebuilt as `tokenizers::Tokenizer`s so that encoding,
+//! Tokenizers embedded in GGUF metadata, rebuilt as `tokenizers` pipelines so that encoding,
 //! special tokens and streaming decode share the Hugging Face path.
 //!
 //! - `tokenizer.ggml.model = "gpt2"`: byte-level BPE from `tokenizer.ggml.tokens` and
-//!   `tokenizer.ggml.merges`, with the pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre`.
+//!   `tokenizer.ggml.merges`, with the pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre`;
+//!   the model is quill's compact [`ByteBpe`] (a fifth of the heap of `tokenizers`' `BPE`).
 //! - `tokenizer.ggml.model = "llama"`: SentencePiece BPE from `tokens` and `scores`: merges are
 //!   the vocabulary's own pieces, ranked by score (what llama.cpp's SPM tokenizer does), with
 //!   `▁` for spaces, an optional leading `▁`, and `<0xNN>` byte fallback.
@@ -24,9 +25,12 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{
-    AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper, SplitDelimiterBehavior,
+    AddedToken, DecoderWrapper, Model, NormalizerWrapper, PreTokenizerWrapper,
+    SplitDelimiterBehavior,
 };
 
+use super::byte_bpe::{BpeTokenizer, ByteBpe};
+use super::hf::HfImpl;
 use super::Tokenizer;
 use crate::error::{Error, Result};
 use crate::formats::gguf::GgufFile;
@@ -58,9 +62,17 @@ pub(crate) fn from_gguf(g: &GgufFile) -> Result<Option<Tokenizer>> {
                 ))
             })?,
     };
-    let mut tok = match model {
-        "gpt2" => gpt2_bpe(g, &tokens)?,
-        "llama" => spm(g, &tokens, &types)?,
+    let tok = match model {
+        "gpt2" => {
+            let mut t = gpt2_bpe(g, &tokens)?;
+            finish(g, &mut t, &tokens, &types, model)?;
+            Tokenizer::Bpe(Box::new(t))
+        }
+        "llama" => {
+            let mut t = spm(g, &tokens, &types)?;
+            finish(g, &mut t, &tokens, &types, model)?;
+            Tokenizer::Hf(Box::new(t))
+        }
         "none" | "no_vocab" => return Ok(None),
         other => {
             return Err(Error::Unsupported {
@@ -72,9 +84,21 @@ pub(crate) fn from_gguf(g: &GgufFile) -> Result<Option<Tokenizer>> {
             })
         }
     };
+    Ok(Some(tok))
+}
+
+/// Adds the control and user-defined tokens and, where the metadata asks for it, a BOS.
+fn finish<M: Model>(
+    g: &GgufFile,
+    tok: &mut HfImpl<M>,
+    tokens: &[&str],
+    types: &[i64],
+    model: &str,
+) -> Result<()> {
+    let bad = |detail: String| Error::format(&g.path, "GGUF", detail);
     let added: Vec<AddedToken> = tokens
         .iter()
-        .zip(&types)
+        .zip(types)
         .filter(|(_, &t)| t == CONTROL || t == USER_DEFINED)
         .map(|(s, &t)| AddedToken::from(s.to_string(), t == CONTROL).normalized(false))
         .collect();
@@ -107,7 +131,7 @@ pub(crate) fn from_gguf(g: &GgufFile) -> Result<Option<Tokenizer>> {
             .map_err(|e| bad(format!("BOS template: {e}")))?;
         tok.with_post_processor(Some(post));
     }
-    Ok(Some(Tokenizer::Hf(Box::new(tok))))
+    Ok(())
 }
 
 fn vocab_map(tokens: &[&str]) -> Vocab {
@@ -118,33 +142,17 @@ fn vocab_map(tokens: &[&str]) -> Vocab {
         .collect()
 }
 
-fn gpt2_bpe(g: &GgufFile, tokens: &[&str]) -> Result<tokenizers::Tokenizer> {
+/// GPT-2-style byte-level BPE: quill's compact model (`ByteBpe`) in `tokenizers`' pipeline.
+fn gpt2_bpe(g: &GgufFile, tokens: &[&str]) -> Result<BpeTokenizer> {
     let bad = |detail: String| Error::format(&g.path, "GGUF", detail);
-    let merges = g
-        .str_array("tokenizer.ggml.merges")?
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            m.split_once(' ')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| {
-                    bad(format!(
-                        "`tokenizer.ggml.merges`[{i}] is {m:?}, expected two tokens separated \
-                         by a space"
-                    ))
-                })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let merges = g.str_array("tokenizer.ggml.merges")?;
     let pre = g.opt_str("tokenizer.ggml.pre")?.unwrap_or("default");
     let llama3 = matches!(pre, "llama3" | "llama-v3" | "llama-bpe");
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab_map(tokens), merges)
-        // Llama 3 takes a pre-token that is itself in the vocabulary whole (llama.cpp's
-        // `ignore_merges`).
-        .ignore_merges(llama3)
-        .build()
+    // Llama 3 takes a pre-token that is itself in the vocabulary whole (llama.cpp's
+    // `ignore_merges`).
+    let bpe = ByteBpe::new(tokens, &merges, llama3)
         .map_err(|e| bad(format!("`tokenizer.ggml.merges`: {e}")))?;
-    let mut tok = tokenizers::Tokenizer::new(bpe);
+    let mut tok = BpeTokenizer::new(bpe);
     let byte_level = |regex: bool| ByteLevel::new(false, true, regex);
     let pre_tok: PreTokenizerWrapper = match pre {
         "default" | "gpt-2" | "gpt2" | "phi-2" | "jina-es" | "jina-de" | "olmo" => {

@@ -3,7 +3,15 @@
 use std::path::Path;
 
 use tokenizers::models::bpe::BPE;
-use tokenizers::{AddedToken, Model, ModelWrapper, Tokenizer};
+use tokenizers::{
+    AddedToken, DecoderWrapper, Model, ModelWrapper, NormalizerWrapper, PostProcessorWrapper,
+    PreTokenizerWrapper, Tokenizer, TokenizerImpl,
+};
+
+/// A `tokenizers` pipeline with the standard components over model `M` (`tokenizers::Tokenizer`
+/// derefs to `HfImpl<ModelWrapper>`).
+pub type HfImpl<M> =
+    TokenizerImpl<M, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>;
 
 use crate::error::{Error, Result};
 
@@ -38,7 +46,7 @@ pub(super) fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Tokenizer
 /// The number of distinct tokens: the model's vocabulary and the added tokens not in it, what
 /// `tokenizers::Tokenizer::get_vocab_size(true)` counts, without its copy of the whole
 /// vocabulary (50,000 strings for GPT-2: milliseconds and megabytes of heap per call).
-pub(super) fn vocab_size(t: &Tokenizer) -> usize {
+pub(super) fn vocab_size<M: Model>(t: &HfImpl<M>) -> usize {
     let model = t.get_model();
     let added = t.get_added_vocabulary().get_vocab();
     let extra = added
@@ -58,7 +66,7 @@ pub(super) fn model_kind(t: &Tokenizer) -> &'static str {
 }
 
 /// Ids of the special tokens that conventionally end a sequence.
-pub(super) fn eos_ids(t: &Tokenizer) -> Vec<u32> {
+pub(super) fn eos_ids<M: Model>(t: &HfImpl<M>) -> Vec<u32> {
     const NAMES: [&str; 6] = [
         "<|endoftext|>",
         "</s>",

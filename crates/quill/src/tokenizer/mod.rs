@@ -1,6 +1,8 @@
 //! Text ↔ token ids. Three kinds, chosen by what the checkpoint ships with:
 //! - any Hugging Face `tokenizer.json` (GPT-2 byte-level BPE, Llama SentencePiece-BPE, ...), or a
 //!   GPT-2 `vocab.json` + `merges.txt` pair, through the `tokenizers` crate;
+//! - a GGUF file's vocabulary: SentencePiece through `tokenizers`, byte-level BPE through
+//!   `tokenizers`' pipeline over quill's compact [`ByteBpe`] model;
 //! - GPT-2's BPE as tiktoken has it (nanoGPT's fallback when a checkpoint has no `meta.pkl`),
 //!   through `tiktoken-rs`'s bundled `r50k_base` (identical to tiktoken's `gpt2`);
 //! - nanoGPT's character-level vocabulary from `meta.pkl`;
@@ -9,6 +11,7 @@
 //!
 //! Decoding for display goes through [`TextStream`], which never emits a broken UTF-8 character.
 
+mod byte_bpe;
 mod char_level;
 pub(crate) mod gguf;
 mod hf;
@@ -16,6 +19,7 @@ mod hipgpt;
 mod llmc;
 mod stream;
 
+pub use byte_bpe::{BpeTokenizer, ByteBpe};
 pub use char_level::CharTokenizer;
 pub use hipgpt::{is_hipgpt_json, HipGptTokenizer};
 pub use llmc::{is_llmc_tokenizer, LlmcTokenizer};
@@ -29,6 +33,8 @@ use crate::error::{Error, Result};
 pub enum Tokenizer {
     /// The `tokenizers` crate over a `tokenizer.json` (or vocab/merges).
     Hf(Box<tokenizers::Tokenizer>),
+    /// A GGUF file's byte-level BPE vocabulary: the same pipeline over quill's compact model.
+    Bpe(Box<BpeTokenizer>),
     /// tiktoken's GPT-2 encoding (`<|endoftext|>` = 50256 allowed in text, as nanoGPT does).
     Gpt2Tiktoken(Box<tiktoken_rs::CoreBPE>),
     /// nanoGPT character-level vocabulary.
@@ -76,7 +82,8 @@ impl Tokenizer {
     /// Number of ids the tokenizer can produce.
     pub fn vocab_size(&self) -> usize {
         match self {
-            Tokenizer::Hf(t) => hf::vocab_size(t),
+            Tokenizer::Hf(t) => hf::vocab_size::<tokenizers::ModelWrapper>(t),
+            Tokenizer::Bpe(t) => hf::vocab_size(t),
             Tokenizer::Gpt2Tiktoken(_) => GPT2_VOCAB,
             Tokenizer::Char(c) => c.vocab_size(),
             Tokenizer::HipGpt(t) => t.vocab_size(),
@@ -90,6 +97,10 @@ impl Tokenizer {
             Tokenizer::Hf(t) => format!(
                 "Hugging Face tokenizers ({} model, {} tokens)",
                 hf::model_kind(t),
+                hf::vocab_size::<tokenizers::ModelWrapper>(t)
+            ),
+            Tokenizer::Bpe(t) => format!(
+                "byte-level BPE ({} tokens, `tokenizers` pipeline)",
                 hf::vocab_size(t)
             ),
             Tokenizer::Gpt2Tiktoken(_) => "GPT-2 BPE (tiktoken gpt2, built in)".to_string(),
@@ -119,6 +130,10 @@ impl Tokenizer {
                 .encode(text, add_special)
                 .map(|e| e.get_ids().to_vec())
                 .map_err(|e| Error::Tokenizer(format!("cannot encode: {e}"))),
+            Tokenizer::Bpe(t) => t
+                .encode(text, add_special)
+                .map(|e| e.get_ids().to_vec())
+                .map_err(|e| Error::Tokenizer(format!("cannot encode: {e}"))),
             Tokenizer::Gpt2Tiktoken(b) => Ok(b.encode_with_special_tokens(text)),
             Tokenizer::Char(c) => c.encode(text),
             Tokenizer::HipGpt(t) => t.encode(text),
@@ -140,7 +155,7 @@ impl Tokenizer {
     /// The raw bytes of one token, for tokenizers whose tokens are byte strings.
     pub(crate) fn token_bytes(&self, id: u32) -> Result<Option<Vec<u8>>> {
         match self {
-            Tokenizer::Hf(_) => Ok(None),
+            Tokenizer::Hf(_) | Tokenizer::Bpe(_) => Ok(None),
             Tokenizer::Gpt2Tiktoken(b) => {
                 if id as usize >= GPT2_VOCAB {
                     return Err(Error::Tokenizer(format!(
@@ -163,7 +178,8 @@ impl Tokenizer {
     /// End-of-sequence ids the tokenizer declares (e.g. `<|endoftext|>`, `</s>`).
     pub fn eos_ids(&self) -> Vec<u32> {
         match self {
-            Tokenizer::Hf(t) => hf::eos_ids(t),
+            Tokenizer::Hf(t) => hf::eos_ids::<tokenizers::ModelWrapper>(t),
+            Tokenizer::Bpe(t) => hf::eos_ids(t),
             Tokenizer::Gpt2Tiktoken(_) => vec![GPT2_EOT],
             Tokenizer::Char(_) | Tokenizer::HipGpt(_) => Vec::new(),
             Tokenizer::Llmc(t) => vec![t.eot()],

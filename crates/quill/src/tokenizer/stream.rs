@@ -2,6 +2,9 @@
 //! of complete characters. A character whose bytes are split across tokens (emoji, CJK under
 //! byte-level BPE) comes out whole once its last byte arrives; spaces are preserved exactly.
 
+use tokenizers::Model;
+
+use super::hf::HfImpl;
 use super::Tokenizer;
 use crate::error::{Error, Result};
 
@@ -34,17 +37,10 @@ impl<'a> TextStream<'a> {
 
     /// Adds one token; returns the text that became complete (possibly empty).
     pub fn push(&mut self, id: u32) -> Result<String> {
-        if let Tokenizer::Hf(t) = self.tokenizer {
-            let step = tokenizers::step_decode_stream(
-                t,
-                id,
-                SKIP_SPECIAL,
-                &mut self.ids,
-                &mut self.prefix,
-                &mut self.prefix_index,
-            )
-            .map_err(|e| Error::Tokenizer(format!("cannot decode token {id}: {e}")))?;
-            return Ok(step.unwrap_or_default());
+        match self.tokenizer {
+            Tokenizer::Hf(t) => return self.hf_push(t, id),
+            Tokenizer::Bpe(t) => return self.hf_push(t, id),
+            _ => {}
         }
         let bytes = self
             .tokenizer
@@ -57,22 +53,42 @@ impl<'a> TextStream<'a> {
     /// Ends the stream: whatever is still held back is returned, with any bytes that never
     /// completed a character shown as U+FFFD.
     pub fn finish(&mut self) -> String {
-        if let Tokenizer::Hf(t) = self.tokenizer {
-            let ids = std::mem::take(&mut self.ids);
-            let prefix = std::mem::take(&mut self.prefix);
-            self.prefix_index = 0;
-            if ids.is_empty() {
-                return String::new();
-            }
-            return match t.decode(&ids, SKIP_SPECIAL) {
-                Ok(s) if s.starts_with(&prefix) => s[prefix.len()..].to_string(),
-                Ok(s) => s,
-                Err(_) => String::new(),
-            };
+        match self.tokenizer {
+            Tokenizer::Hf(t) => return self.hf_finish(t),
+            Tokenizer::Bpe(t) => return self.hf_finish(t),
+            _ => {}
         }
         let rest = String::from_utf8_lossy(&self.pending).into_owned();
         self.pending.clear();
         rest
+    }
+
+    /// `tokenizers` pipelines: decode the ids not yet fully emitted, emit what is new.
+    fn hf_push<M: Model>(&mut self, t: &HfImpl<M>, id: u32) -> Result<String> {
+        let step = tokenizers::step_decode_stream(
+            t,
+            id,
+            SKIP_SPECIAL,
+            &mut self.ids,
+            &mut self.prefix,
+            &mut self.prefix_index,
+        )
+        .map_err(|e| Error::Tokenizer(format!("cannot decode token {id}: {e}")))?;
+        Ok(step.unwrap_or_default())
+    }
+
+    fn hf_finish<M: Model>(&mut self, t: &HfImpl<M>) -> String {
+        let ids = std::mem::take(&mut self.ids);
+        let prefix = std::mem::take(&mut self.prefix);
+        self.prefix_index = 0;
+        if ids.is_empty() {
+            return String::new();
+        }
+        match t.decode(&ids, SKIP_SPECIAL) {
+            Ok(s) if s.starts_with(&prefix) => s[prefix.len()..].to_string(),
+            Ok(s) => s,
+            Err(_) => String::new(),
+        }
     }
 }
 
