@@ -351,6 +351,8 @@ impl Serialize for ByteBpe {
 /// `tokenizers::Model` asks for a trainer; a vocabulary read from a model file is not trained.
 pub struct NotTrainable;
 
+const NOT_TRAINABLE: &str = "quill's byte-level BPE is read from model files, not trained";
+
 impl Trainer for NotTrainable {
     type Model = ByteBpe;
 
@@ -359,7 +361,7 @@ impl Trainer for NotTrainable {
     }
 
     fn train(&self, _: &mut ByteBpe) -> tokenizers::Result<Vec<tokenizers::AddedToken>> {
-        Err("quill's byte-level BPE is read from model files, not trained".into())
+        Err(NOT_TRAINABLE.into())
     }
 
     fn feed<I, S, F>(&mut self, _: I, _: F) -> tokenizers::Result<()>
@@ -368,7 +370,7 @@ impl Trainer for NotTrainable {
         S: AsRef<str> + Send,
         F: Fn(&str) -> tokenizers::Result<Vec<String>> + Sync,
     {
-        Err("quill's byte-level BPE is read from model files, not trained".into())
+        Err(NOT_TRAINABLE.into())
     }
 }
 

@@ -8,12 +8,19 @@ use tokenizers::{
     PreTokenizerWrapper, Tokenizer, TokenizerImpl,
 };
 
+use crate::error::{Error, Result};
+
 /// A `tokenizers` pipeline with the standard components over model `M` (`tokenizers::Tokenizer`
 /// derefs to `HfImpl<ModelWrapper>`).
 pub type HfImpl<M> =
     TokenizerImpl<M, NormalizerWrapper, PreTokenizerWrapper, PostProcessorWrapper, DecoderWrapper>;
 
-use crate::error::{Error, Result};
+/// Encodes `text` to ids through any pipeline.
+pub(super) fn encode<M: Model>(t: &HfImpl<M>, text: &str, add_special: bool) -> Result<Vec<u32>> {
+    t.encode(text, add_special)
+        .map(|e| e.get_ids().to_vec())
+        .map_err(|e| Error::Tokenizer(format!("cannot encode: {e}")))
+}
 
 pub(super) fn from_tokenizer_json(path: &Path) -> Result<Tokenizer> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

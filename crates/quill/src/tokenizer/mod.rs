@@ -126,14 +126,8 @@ impl Tokenizer {
     /// such as `<|endoftext|>` maps to its id, as nanoGPT's `sample.py` allows.
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
         match self {
-            Tokenizer::Hf(t) => t
-                .encode(text, add_special)
-                .map(|e| e.get_ids().to_vec())
-                .map_err(|e| Error::Tokenizer(format!("cannot encode: {e}"))),
-            Tokenizer::Bpe(t) => t
-                .encode(text, add_special)
-                .map(|e| e.get_ids().to_vec())
-                .map_err(|e| Error::Tokenizer(format!("cannot encode: {e}"))),
+            Tokenizer::Hf(t) => hf::encode::<tokenizers::ModelWrapper>(t, text, add_special),
+            Tokenizer::Bpe(t) => hf::encode(t, text, add_special),
             Tokenizer::Gpt2Tiktoken(b) => Ok(b.encode_with_special_tokens(text)),
             Tokenizer::Char(c) => c.encode(text),
             Tokenizer::HipGpt(t) => t.encode(text),
