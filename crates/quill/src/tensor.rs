@@ -350,6 +350,21 @@ impl TensorStore {
         }
     }
 
+    /// Drops every resident page of the memory-mapped files behind these tensors (see
+    /// [`Bytes::release`]). Meant for once the model is built: the copies have released their
+    /// own stretches, but pages shared by neighbouring tensors and small tensors copied whole
+    /// stay mapped; tensors still read from the map fault their pages back in as they are used.
+    pub fn release_mapped_pages(&self) {
+        let mut seen: Vec<*const u8> = Vec::new();
+        for t in self.tensors.values() {
+            let start = t.bytes.as_slice().as_ptr();
+            if t.bytes.is_mapped() && !seen.contains(&start) {
+                seen.push(start);
+                t.bytes.release(0, t.bytes.as_slice().len());
+            }
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<&RawTensor> {
         self.tensors.get(name)
     }

@@ -269,3 +269,84 @@ fn batch_of_llama_sequences_equals_single() {
     let together: Vec<Vec<u32>> = batch.run().unwrap().into_iter().map(|r| r.0).collect();
     assert_eq!(together, alone);
 }
+
+/// Token ids and log-probabilities of every token event, per sequence index.
+type Traces = Vec<Vec<(u32, Option<quill::sampling::TokenLogprobs>)>>;
+
+fn trace(events: impl IntoIterator<Item = (usize, quill::Event)>, traces: &mut Traces) {
+    for (i, e) in events {
+        if let quill::Event::Token { id, logprobs, .. } = e {
+            traces[i].push((id, logprobs));
+        }
+    }
+}
+
+#[test]
+fn sequences_joining_a_running_batch_sample_from_their_own_rows() {
+    let lm = load("models/llama-gqa-tied/ckpt.pt");
+    let m = &lm.model;
+    let greedy = |p: &[u32]| {
+        Generation::new(m, None, p.to_vec(), params(0, 1, 0.0))
+            .unwrap()
+            .run()
+            .unwrap()
+            .0[0]
+    };
+    // The end-of-text id is the token greedy decoding picks first, so `min_new_tokens` has to
+    // mask it in the sequence's logits row (an in-place edit of the batch's buffer).
+    let prompts: Vec<Vec<u32>> = vec![vec![1, 40, 41], vec![1], vec![1, 7, 8, 9]];
+    let eos = greedy(&prompts[0]);
+    let masked = GenerateParams {
+        min_new_tokens: 6,
+        eos_ids: vec![eos],
+        logprobs: Some(3),
+        ..params(1, 12, 0.0)
+    };
+    let requests = [
+        (prompts[0].clone(), masked.clone()),
+        (prompts[1].clone(), params(2, 5, 0.7)),
+        (
+            prompts[2].clone(),
+            GenerateParams {
+                logprobs: Some(2),
+                ..params(3, 9, 1.1)
+            },
+        ),
+    ];
+    let alone: Traces = requests
+        .iter()
+        .map(|(p, prm)| {
+            let g = Generation::new(m, None, p.clone(), prm.clone()).unwrap();
+            let mut t = vec![Vec::new()];
+            trace(g.map(|e| (0, e.unwrap())), &mut t);
+            t.pop().unwrap()
+        })
+        .collect();
+    assert_ne!(
+        alone[0][0].0, eos,
+        "min_new_tokens masked the greedy choice"
+    );
+    // Sequence 1 joins after two steps, sequence 2 after three more: the rows of the last pass
+    // belong to the sequences that ran, not to the ones added since.
+    let mut batch = Batch::new(m, None);
+    let mut together: Traces = vec![Vec::new(); requests.len()];
+    batch
+        .add(requests[0].0.clone(), requests[0].1.clone())
+        .unwrap();
+    for _ in 0..2 {
+        trace(batch.step().unwrap(), &mut together);
+    }
+    batch
+        .add(requests[1].0.clone(), requests[1].1.clone())
+        .unwrap();
+    for _ in 0..3 {
+        trace(batch.step().unwrap(), &mut together);
+    }
+    batch
+        .add(requests[2].0.clone(), requests[2].1.clone())
+        .unwrap();
+    while !batch.is_done() {
+        trace(batch.step().unwrap(), &mut together);
+    }
+    assert_eq!(together, alone);
+}

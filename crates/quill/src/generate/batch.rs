@@ -17,8 +17,11 @@ pub struct Batch<'a> {
     tokenizer: Option<&'a Tokenizer>,
     seqs: Vec<Generation<'a>>,
     scratch: Scratch,
-    /// The last pass's logits, [sequences that ran, vocab].
+    /// The last pass's logits, [sequences that ran, vocab]. Each sequence samples from its row
+    /// in place (no per-sequence copy: 8 GPT-2 rows are 1.6 MB).
     logits: Vec<f32>,
+    /// The sequence index of each row of `logits`, ascending.
+    rows: Vec<usize>,
 }
 
 impl<'a> Batch<'a> {
@@ -29,6 +32,7 @@ impl<'a> Batch<'a> {
             seqs: Vec::new(),
             scratch: Scratch::default(),
             logits: Vec::new(),
+            rows: Vec::new(),
         }
     }
 
@@ -60,24 +64,44 @@ impl<'a> Batch<'a> {
     /// One round: sample every sequence that can, then run the model once for every sequence
     /// that needs it. Returns the events of the round, tagged with sequence indices.
     pub fn step(&mut self) -> Result<Vec<(usize, Event)>> {
-        // Sequences sample independently (each its own sampler, RNG and logits), so a batch
+        let vocab = self.model.config().vocab_size.max(1);
+        // Each sequence with a row in the last pass samples from it; the others (new, or
+        // finished) have nothing to sample and get an empty slice.
+        let mut rows = self
+            .rows
+            .iter()
+            .copied()
+            .zip(self.logits.chunks_exact_mut(vocab))
+            .peekable();
+        let mut work: Vec<(&mut Generation<'a>, &mut [f32])> = Vec::with_capacity(self.seqs.len());
+        for (i, s) in self.seqs.iter_mut().enumerate() {
+            let row = match rows.next_if(|(r, _)| *r == i) {
+                Some((_, row)) => row,
+                None => &mut [],
+            };
+            work.push((s, row));
+        }
+        // Sequences sample independently (each its own sampler, RNG and row), so a batch
         // samples on the pool; the first error in sequence order is the one reported.
-        if self.seqs.len() > 1 && rayon::current_num_threads() > 1 {
+        if work.len() > 1 && rayon::current_num_threads() > 1 {
             use rayon::prelude::*;
-            let results: Vec<Result<()>> =
-                self.seqs.par_iter_mut().map(|s| s.sample_step()).collect();
+            let results: Vec<Result<()>> = work
+                .par_iter_mut()
+                .map(|(s, row)| s.sample_from(row))
+                .collect();
             results.into_iter().collect::<Result<()>>()?;
         } else {
-            for s in &mut self.seqs {
-                s.sample_step()?;
+            for (s, row) in &mut work {
+                s.sample_from(row)?;
             }
         }
+        drop(work);
         let t0 = Instant::now();
-        let mut who = Vec::new();
+        self.rows.clear();
         let mut inputs = Vec::new();
         for (i, s) in self.seqs.iter_mut().enumerate() {
             if let Some(input) = s.model_input() {
-                who.push(i);
+                self.rows.push(i);
                 inputs.push(input);
             }
         }
@@ -93,9 +117,8 @@ impl<'a> Batch<'a> {
         }
         drop(inputs);
         let elapsed = t0.elapsed();
-        let vocab = self.model.config().vocab_size;
-        for (i, l) in who.into_iter().zip(self.logits.chunks_exact(vocab.max(1))) {
-            self.seqs[i].accept_logits(l, elapsed);
+        for &i in &self.rows {
+            self.seqs[i].logits_ready(elapsed);
         }
         let mut events = Vec::new();
         for (i, s) in self.seqs.iter_mut().enumerate() {

@@ -47,6 +47,8 @@ pub struct Generation<'a> {
     prompt_len: usize,
     /// Ids the sampler may choose (the tokenizer's vocabulary, without embedding padding).
     allowed: usize,
+    /// The last pass's logits when this sequence ran alone ([vocab]); in a batch they stay in
+    /// the batch's buffer and this is empty.
     logits: Vec<f32>,
     status: Status,
     events: VecDeque<Event>,
@@ -168,14 +170,9 @@ impl<'a> Generation<'a> {
 
     /// Receives the logits of the forward pass that ran [`Generation::model_input`] (a copy
     /// into this sequence's own buffer, which keeps its allocation from step to step).
-    pub(super) fn accept_logits(&mut self, logits: &[f32], elapsed: Duration) {
-        self.logits.clear();
-        self.logits.extend_from_slice(logits);
-        self.logits_ready(elapsed);
-    }
-
-    /// Moves on once `self.logits` holds the logits of the pass that ran the model input.
-    fn logits_ready(&mut self, elapsed: Duration) {
+    /// Moves on once the pass that ran the model input has produced this sequence's logits (in
+    /// `self.logits` when it ran alone, in a [`super::Batch`]'s buffer when batched).
+    pub(super) fn logits_ready(&mut self, elapsed: Duration) {
         match self.status {
             Status::Model(Need::Prefill) => {
                 let tokens = self.tokens.len() - self.window_start;
@@ -200,8 +197,17 @@ impl<'a> Generation<'a> {
         self.events.drain(..)
     }
 
-    /// Samples the next token from the current logits and decides what comes next.
-    pub(super) fn sample_step(&mut self) -> Result<()> {
+    /// Samples the next token from this sequence's own logits (it ran alone).
+    fn sample_step(&mut self) -> Result<()> {
+        let mut logits = std::mem::take(&mut self.logits);
+        let result = self.sample_from(&mut logits);
+        self.logits = logits;
+        result
+    }
+
+    /// Samples the next token from `logits` (this sequence's row of the last pass, edited in
+    /// place) and decides what comes next. A no-op unless the sequence is waiting to sample.
+    pub(super) fn sample_from(&mut self, logits: &mut [f32]) -> Result<()> {
         if self.status != Status::Sample {
             return Ok(());
         }
@@ -220,7 +226,7 @@ impl<'a> Generation<'a> {
         let t0 = Instant::now();
         if self.stats.generated_tokens < self.params.min_new_tokens {
             for &e in &self.params.eos_ids {
-                if let Some(l) = self.logits.get_mut(e as usize) {
+                if let Some(l) = logits.get_mut(e as usize) {
                     *l = f32::NEG_INFINITY;
                 }
             }
@@ -230,13 +236,10 @@ impl<'a> Generation<'a> {
             generated: &self.tokens[self.prompt_len..],
         };
         let (id, logprobs) = match self.params.logprobs {
-            None => (
-                self.sampler.sample(&self.logits, self.allowed, &history)?,
-                None,
-            ),
+            None => (self.sampler.sample(logits, self.allowed, &history)?, None),
             Some(n) => {
                 let (id, lp) = self.sampler.sample_with_logprobs(
-                    &self.logits,
+                    logits,
                     self.allowed,
                     &history,
                     n,

@@ -213,42 +213,74 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// Precomputed RoPE rotation table: cos/sin for each position and pair, [positions, head_dim/2].
+/// Positions per lazily computed block of a [`RopeTable`].
+const ROPE_BLOCK: usize = 64;
+
+/// RoPE rotation table: cos/sin for each position and pair, [positions, head_dim/2], computed
+/// in blocks of [`ROPE_BLOCK`] positions on first use. A long context's whole table (SmolLM2:
+/// 8,192 positions, 2.1 MB) would otherwise be resident from load on; a run touches only the
+/// blocks of the positions it reaches. Blocks are shared by every thread (`&self`).
 #[derive(Debug, Clone)]
 pub struct RopeTable {
     half: usize,
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    head_dim: usize,
+    theta: f32,
+    positions: usize,
+    /// Block `b`: cos then sin of positions `b * ROPE_BLOCK ..`, each [ROPE_BLOCK, half].
+    blocks: Box<[std::sync::OnceLock<Box<[f32]>>]>,
 }
 
 impl RopeTable {
     pub fn new(head_dim: usize, positions: usize, theta: f32) -> Self {
-        let half = head_dim / 2;
-        let mut cos = Vec::with_capacity(positions * half);
-        let mut sin = Vec::with_capacity(positions * half);
-        for p in 0..positions {
-            for i in 0..half {
-                // Computed in f64 like the reference, then rounded once.
-                let freq = (theta as f64).powf(-(2.0 * i as f64) / head_dim as f64);
-                let angle = p as f64 * freq;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
+        RopeTable {
+            half: head_dim / 2,
+            head_dim,
+            theta,
+            positions,
+            blocks: (0..positions.div_ceil(ROPE_BLOCK))
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
         }
-        RopeTable { half, cos, sin }
     }
 
     pub fn positions(&self) -> usize {
-        self.cos.len() / self.half.max(1)
+        self.positions
+    }
+
+    /// How many blocks have been computed.
+    #[cfg(test)]
+    pub(crate) fn computed_blocks(&self) -> usize {
+        self.blocks.iter().filter(|b| b.get().is_some()).count()
+    }
+
+    /// cos and sin of position `pos`, [half] each.
+    fn rotation(&self, pos: usize) -> (&[f32], &[f32]) {
+        assert!(pos < self.positions, "RoPE position {pos} past the table");
+        let h = self.half;
+        let block = self.blocks[pos / ROPE_BLOCK].get_or_init(|| {
+            let first = pos / ROPE_BLOCK * ROPE_BLOCK;
+            let mut t = vec![0.0f32; 2 * ROPE_BLOCK * h];
+            let (cos, sin) = t.split_at_mut(ROPE_BLOCK * h);
+            for (r, p) in (first..(first + ROPE_BLOCK).min(self.positions)).enumerate() {
+                for i in 0..h {
+                    // Computed in f64 like the reference, then rounded once.
+                    let freq = (self.theta as f64).powf(-(2.0 * i as f64) / self.head_dim as f64);
+                    let angle = p as f64 * freq;
+                    cos[r * h + i] = angle.cos() as f32;
+                    sin[r * h + i] = angle.sin() as f32;
+                }
+            }
+            t.into_boxed_slice()
+        });
+        let r = pos % ROPE_BLOCK;
+        let (cos, sin) = block.split_at(ROPE_BLOCK * h);
+        (&cos[r * h..(r + 1) * h], &sin[r * h..(r + 1) * h])
     }
 
     /// Rotates one head vector `x` [head_dim] at position `pos`.
     pub fn apply(&self, x: &mut [f32], pos: usize, style: crate::config::RopeStyle) {
         let h = self.half;
-        let (c, s) = (
-            &self.cos[pos * h..(pos + 1) * h],
-            &self.sin[pos * h..(pos + 1) * h],
-        );
+        let (c, s) = self.rotation(pos);
         match style {
             crate::config::RopeStyle::Interleaved => {
                 for i in 0..h {

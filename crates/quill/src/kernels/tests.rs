@@ -779,3 +779,30 @@ fn batch_composition_does_not_change_any_output() {
         }
     }
 }
+
+#[test]
+fn rope_blocks_are_computed_on_first_use_and_match_the_formula() {
+    let (hd, theta) = (10, 500.0f32);
+    // 200 positions: blocks of 64 at 0, 64, 128 and a short one at 192.
+    let table = RopeTable::new(hd, 200, theta);
+    assert_eq!(table.positions(), 200);
+    assert_eq!(table.computed_blocks(), 0);
+    let x = values(hd, 3);
+    for pos in [0, 63, 64, 127, 192, 199] {
+        let mut got = x.clone();
+        table.apply(&mut got, pos, RopeStyle::HalfSplit);
+        let half = hd / 2;
+        for i in 0..half {
+            let angle = pos as f64 * (theta as f64).powf(-(2.0 * i as f64) / hd as f64);
+            let (c, s) = (angle.cos() as f32, angle.sin() as f32);
+            let (a, b) = (x[i], x[i + half]);
+            assert_eq!(got[i], a * c - b * s, "pos {pos} pair {i}");
+            assert_eq!(got[i + half], a * s + b * c, "pos {pos} pair {i}");
+        }
+    }
+    assert_eq!(
+        table.computed_blocks(),
+        3,
+        "positions 128..192 were never used"
+    );
+}

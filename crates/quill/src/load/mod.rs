@@ -158,6 +158,7 @@ fn finish(parsed: Parsed, path: String, opts: &LoadOptions) -> Result<LoadedMode
     let run_dtype = dtype::storage_summary(&weights);
     let parameters = weights.param_count();
     let model = Model::new(config, weights)?;
+    store.release_mapped_pages();
     let memory_mapped = model.weights().any_mapped();
     let tokenizer = match &opts.tokenizer {
         Some(p) => Some((tokenizer_from_file(p)?, format!("{} (given)", p.display()))),
