@@ -168,8 +168,6 @@ impl<'a> Generation<'a> {
         })
     }
 
-    /// Receives the logits of the forward pass that ran [`Generation::model_input`] (a copy
-    /// into this sequence's own buffer, which keeps its allocation from step to step).
     /// Moves on once the pass that ran the model input has produced this sequence's logits (in
     /// `self.logits` when it ran alone, in a [`super::Batch`]'s buffer when batched).
     pub(super) fn logits_ready(&mut self, elapsed: Duration) {
