@@ -303,4 +303,6 @@ impl RopeTable {
 #[cfg(test)]
 mod norm_tests;
 #[cfg(test)]
+mod rope_tests;
+#[cfg(test)]
 mod tests;
