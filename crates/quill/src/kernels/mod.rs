@@ -222,7 +222,6 @@ const ROPE_BLOCK: usize = 64;
 /// blocks of the positions it reaches. Blocks are shared by every thread (`&self`).
 #[derive(Debug, Clone)]
 pub struct RopeTable {
-    half: usize,
     head_dim: usize,
     theta: f32,
     positions: usize,
@@ -233,7 +232,6 @@ pub struct RopeTable {
 impl RopeTable {
     pub fn new(head_dim: usize, positions: usize, theta: f32) -> Self {
         RopeTable {
-            half: head_dim / 2,
             head_dim,
             theta,
             positions,
@@ -256,15 +254,17 @@ impl RopeTable {
     /// cos and sin of position `pos`, [half] each.
     fn rotation(&self, pos: usize) -> (&[f32], &[f32]) {
         assert!(pos < self.positions, "RoPE position {pos} past the table");
-        let h = self.half;
+        let h = self.head_dim / 2;
         let block = self.blocks[pos / ROPE_BLOCK].get_or_init(|| {
             let first = pos / ROPE_BLOCK * ROPE_BLOCK;
+            // Computed in f64 like the reference, then rounded once.
+            let freqs: Vec<f64> = (0..h)
+                .map(|i| (self.theta as f64).powf(-(2.0 * i as f64) / self.head_dim as f64))
+                .collect();
             let mut t = vec![0.0f32; 2 * ROPE_BLOCK * h];
             let (cos, sin) = t.split_at_mut(ROPE_BLOCK * h);
             for (r, p) in (first..(first + ROPE_BLOCK).min(self.positions)).enumerate() {
-                for i in 0..h {
-                    // Computed in f64 like the reference, then rounded once.
-                    let freq = (self.theta as f64).powf(-(2.0 * i as f64) / self.head_dim as f64);
+                for (i, &freq) in freqs.iter().enumerate() {
                     let angle = p as f64 * freq;
                     cos[r * h + i] = angle.cos() as f32;
                     sin[r * h + i] = angle.sin() as f32;
@@ -279,7 +279,7 @@ impl RopeTable {
 
     /// Rotates one head vector `x` [head_dim] at position `pos`.
     pub fn apply(&self, x: &mut [f32], pos: usize, style: crate::config::RopeStyle) {
-        let h = self.half;
+        let h = self.head_dim / 2;
         let (c, s) = self.rotation(pos);
         match style {
             crate::config::RopeStyle::Interleaved => {
