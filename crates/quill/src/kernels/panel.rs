@@ -261,10 +261,22 @@ pub(crate) unsafe fn tile<const R: usize, const P: usize>(
             WKind::Bf16 => avx2::tile::<2, R, P>(x, w, panel_bytes, n, fetch),
         };
     }
+    // (Only the x86 kernels prefetch.)
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = fetch;
+    #[cfg(target_arch = "aarch64")]
+    return match kind {
+        WKind::F32 => neon::tile::<0, R, P>(x, w, panel_bytes, n),
+        WKind::F16 => neon::tile::<1, R, P>(x, w, panel_bytes, n),
+        WKind::Bf16 => neon::tile::<2, R, P>(x, w, panel_bytes, n),
+    };
+    #[cfg(not(target_arch = "aarch64"))]
     portable::<R, P>(kind, x, w, panel_bytes, n)
 }
 
-/// The portable kernel: the same chains, with `f32::mul_add` (one rounding, as FMA).
+/// The portable kernel: the same chains, with `f32::mul_add` (one rounding, as FMA). (On
+/// AArch64 only the tests call it: the NEON kernel serves every machine there.)
+#[cfg_attr(target_arch = "aarch64", allow(dead_code))]
 unsafe fn portable<const R: usize, const P: usize>(
     kind: WKind,
     x: &[*const f32; R],
@@ -340,6 +352,75 @@ mod avx2 {
             for p in 0..P {
                 _mm256_storeu_ps(out[r][p].as_mut_ptr(), acc[r][p][0]);
                 _mm256_storeu_ps(out[r][p].as_mut_ptr().add(8), acc[r][p][1]);
+            }
+        }
+        out
+    }
+}
+
+/// The AArch64 kernel: [`avx2`]'s tile on 4-lane NEON vectors (4 per panel), f16 widened by
+/// `fcvtl` (base AArch64; written as assembly, as Rust's `float16x4_t` is not stable) and bf16
+/// by a 16-bit shift. `vfmaq_f32` is one fused multiply-add, so each output is the portable
+/// kernel's chain, bit for bit. Tested under QEMU; no Arm machine was at hand to time it.
+#[cfg(target_arch = "aarch64")]
+mod neon {
+    use std::arch::aarch64::*;
+    use std::arch::asm;
+
+    use super::PANEL;
+
+    /// Four weights at `p` of kind `K` (0 f32, 1 f16, 2 bf16) as f32.
+    #[inline(always)]
+    unsafe fn load4<const K: u8>(p: *const u8) -> float32x4_t {
+        match K {
+            0 => vld1q_f32(p.cast()),
+            1 => {
+                let h = vld1_u16(p.cast());
+                let r: float32x4_t;
+                // SAFETY: base AArch64 SIMD; registers only.
+                asm!("fcvtl {0:v}.4s, {1:v}.4h", out(vreg) r, in(vreg) h, options(pure, nomem, nostack));
+                r
+            }
+            _ => vreinterpretq_f32_u32(vshll_n_u16::<16>(vld1_u16(p.cast()))),
+        }
+    }
+
+    /// # Safety
+    /// As [`super::tile`].
+    #[inline]
+    pub(super) unsafe fn tile<const K: u8, const R: usize, const P: usize>(
+        x: &[*const f32; R],
+        w: *const u8,
+        panel_bytes: usize,
+        n: usize,
+    ) -> [[[f32; PANEL]; P]; R] {
+        let es = if K == 0 { 4 } else { 2 };
+        let step = PANEL * es;
+        // acc[r][p][q]: row r, panel p, lanes 4q..4q + 4.
+        let mut acc = [[[vdupq_n_f32(0.0); 4]; P]; R];
+        let mut at = w;
+        for i in 0..n {
+            let mut wv = [[vdupq_n_f32(0.0); 4]; P];
+            for (p, v) in wv.iter_mut().enumerate() {
+                let s = at.add(p * panel_bytes);
+                *v = std::array::from_fn(|q| load4::<K>(s.add(4 * q * es)));
+            }
+            for (ar, xr) in acc.iter_mut().zip(x) {
+                let xv = *xr.add(i);
+                for (ap, wp) in ar.iter_mut().zip(&wv) {
+                    for (a, &wq) in ap.iter_mut().zip(wp) {
+                        *a = vfmaq_n_f32(*a, wq, xv);
+                    }
+                }
+            }
+            at = at.add(step);
+        }
+        let mut out = [[[0.0f32; PANEL]; P]; R];
+        for (or, ar) in out.iter_mut().zip(&acc) {
+            for (op, ap) in or.iter_mut().zip(ar) {
+                for (q, &a) in ap.iter().enumerate() {
+                    vst1q_f32(op.as_mut_ptr().add(4 * q), a);
+                }
             }
         }
         out

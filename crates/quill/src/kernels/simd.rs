@@ -55,6 +55,14 @@ pub(super) fn has_avx512() -> bool {
     *OK.get_or_init(|| has_avx2_f16c() && std::arch::is_x86_feature_detected!("avx512f"))
 }
 
+/// Whether the CPU has the Armv8.2+ dot-product extension (`sdot`), used by the interleaved
+/// integer kernels; checked once.
+#[cfg(target_arch = "aarch64")]
+pub(super) fn has_dotprod() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| std::arch::is_aarch64_feature_detected!("dotprod"))
+}
+
 /// Whether the float tiles are 16 lanes wide (AVX-512): enough registers for 4 × 4 tiles.
 pub(super) fn wide_float_tiles() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -66,6 +74,14 @@ pub(super) fn wide_float_tiles() -> bool {
 /// The instruction set the kernels use on this machine.
 pub fn describe() -> &'static str {
     match level() {
+        // NEON is part of AArch64: the integer kernels for the 32-value block formats use it
+        // (with `sdot` where present); the float kernels are the portable ones, which the
+        // compiler vectorises with NEON.
+        #[cfg(target_arch = "aarch64")]
+        Level::Portable if has_dotprod() => "neon+dotprod (32-value quant blocks), portable",
+        #[cfg(target_arch = "aarch64")]
+        Level::Portable => "neon (32-value quant blocks), portable",
+        #[cfg(not(target_arch = "aarch64"))]
         Level::Portable => "portable",
         #[cfg(target_arch = "x86_64")]
         Level::Avx2Fma if has_vnni() => "avx2+fma, avx512 float tiles, avx512-vnni",

@@ -79,6 +79,9 @@ pub(crate) unsafe fn tile<const R: usize, const C: usize>(
             WKind::Bf16 => avx2::tile::<2, R, C>(x, w, n, ahead),
         };
     }
+    // (Only the x86 kernels prefetch.)
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ahead;
     portable::<R, C>(kind, x, w, n)
 }
 

@@ -288,7 +288,47 @@ pub(crate) fn span(
         unsafe { span_x86(dtype, vnni, x, w.as_ptr(), blocks, groups, &mut emit) };
         return;
     }
+    #[cfg(target_arch = "aarch64")]
+    if matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_1)
+        && cols.is_multiple_of(be)
+        && w.len() == groups * gbytes
+        && x.len() <= super::packed_neon::MAX_ROWS
+        && x.iter().all(|r| {
+            r.q.len() == cols
+                && r.d.len() == blocks
+                && (dtype != DType::Q4_1 || r.s.len() == blocks)
+        })
+    {
+        // SAFETY: NEON is part of AArch64 (and `dotprod` is checked at run time); every group
+        // and activation row has the length the kernels read (checked just above).
+        unsafe { span_arm(dtype, x, w.as_ptr(), blocks, groups, &mut emit) };
+        return;
+    }
     span_portable(dtype, x, w, cols, emit)
+}
+
+/// The AArch64 kernels for Q8_0 / Q4_0 / Q4_1 (`sdot` where the CPU has it; the same bits).
+///
+/// # Safety
+/// As `packed_neon::span`.
+#[cfg(target_arch = "aarch64")]
+unsafe fn span_arm(
+    dtype: DType,
+    x: &[QRow<'_>],
+    w: *const u8,
+    blocks: usize,
+    groups: usize,
+    emit: &mut impl FnMut(usize, usize, [f32; LANES]),
+) {
+    use super::packed_neon as k;
+    match (dtype, crate::kernels::simd::has_dotprod()) {
+        (DType::Q8_0, true) => k::span_dot::<0, _>(x, w, blocks, groups, emit),
+        (DType::Q4_0, true) => k::span_dot::<1, _>(x, w, blocks, groups, emit),
+        (_, true) => k::span_dot::<2, _>(x, w, blocks, groups, emit),
+        (DType::Q8_0, false) => k::span::<0, _>(x, w, blocks, groups, emit),
+        (DType::Q4_0, false) => k::span::<1, _>(x, w, blocks, groups, emit),
+        (_, false) => k::span::<2, _>(x, w, blocks, groups, emit),
+    }
 }
 
 /// The x86 kernels for `dtype` (`vnni`: the AVX-512 VNNI variant; the same bits).
@@ -334,19 +374,25 @@ fn span_portable(
     let gbytes = LANES * blocks * bb;
     let groups = w.len().checked_div(gbytes).unwrap_or(0);
     let rb = blocks * bb;
-    let mut rows = vec![0u8; LANES * rb];
-    for (g, group) in w.chunks_exact(gbytes.max(1)).enumerate().take(groups) {
-        for (c, row) in rows.chunks_exact_mut(rb.max(1)).enumerate() {
-            unpack_row(dtype, group, c, row);
-        }
-        for (r, xr) in x.iter().enumerate() {
-            let mut vals = [0.0f32; LANES];
-            for (v, row) in vals.iter_mut().zip(rows.chunks_exact(rb.max(1))) {
-                *v = int::dot(dtype, row, xr);
-            }
-            emit(r, g * LANES, vals);
-        }
+    thread_local! {
+        /// The group's rows, unpacked (kept per thread: no allocation per product).
+        static ROWS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    ROWS.with_borrow_mut(|rows| {
+        rows.resize(LANES * rb, 0);
+        for (g, group) in w.chunks_exact(gbytes.max(1)).enumerate().take(groups) {
+            for (c, row) in rows.chunks_exact_mut(rb.max(1)).enumerate() {
+                unpack_row(dtype, group, c, row);
+            }
+            for (r, xr) in x.iter().enumerate() {
+                let mut vals = [0.0f32; LANES];
+                for (v, row) in vals.iter_mut().zip(rows.chunks_exact(rb.max(1))) {
+                    *v = int::dot(dtype, row, xr);
+                }
+                emit(r, g * LANES, vals);
+            }
+        }
+    });
 }
 
 #[cfg(test)]
