@@ -178,9 +178,13 @@ unsafe fn group<const T: u8, const D: bool>(
 }
 
 /// `groups` interleaved groups from `w` against every row of `x` (at most [`MAX_ROWS`]);
-/// `emit(r, first_weight_row, lanes)`.
+/// `emit(r, first_weight_row, lanes)`. `D`: with `sdot` (only through [`span_dot`], which
+/// enables the extension); plain NEON, which every AArch64 CPU has, otherwise.
+///
+/// # Safety
+/// As [`group`], for every group `0..groups` at `w + group · blocks · gb`.
 #[inline(always)]
-unsafe fn span_impl<const T: u8, const D: bool, F>(
+pub(super) unsafe fn span<const T: u8, const D: bool, F>(
     x: &[QRow<'_>],
     w: *const u8,
     blocks: usize,
@@ -203,23 +207,7 @@ unsafe fn span_impl<const T: u8, const D: bool, F>(
     }
 }
 
-/// [`span_impl`] with plain NEON (every AArch64 CPU).
-///
-/// # Safety
-/// As [`group`] without `D`, for every group `0..groups` at `w + group · blocks · gb`.
-pub(super) unsafe fn span<const T: u8, F>(
-    x: &[QRow<'_>],
-    w: *const u8,
-    blocks: usize,
-    groups: usize,
-    emit: &mut F,
-) where
-    F: FnMut(usize, usize, [f32; LANES]),
-{
-    span_impl::<T, false, F>(x, w, blocks, groups, emit)
-}
-
-/// [`span_impl`] with `sdot`.
+/// [`span`] with `sdot`.
 ///
 /// # Safety
 /// As [`span`], and the CPU must have the `dotprod` extension.
@@ -233,5 +221,5 @@ pub(super) unsafe fn span_dot<const T: u8, F>(
 ) where
     F: FnMut(usize, usize, [f32; LANES]),
 {
-    span_impl::<T, true, F>(x, w, blocks, groups, emit)
+    span::<T, true, F>(x, w, blocks, groups, emit)
 }
