@@ -352,9 +352,9 @@ unsafe fn span_x86(
         // Q4_K / Q5_K: the AVX2 kernel too (no VNNI variant yet; no VNNI machine to measure on).
         (DType::Q4K, _) => k::span::<4, _>(x, w, blocks, groups, emit),
         (DType::Q5K, _) => k::span::<5, _>(x, w, blocks, groups, emit),
-        (DType::Q8_0, false) => k::span::<0, false, _>(x, w, blocks, groups, emit),
-        (DType::Q4_0, false) => k::span::<1, false, _>(x, w, blocks, groups, emit),
-        (_, false) => k::span::<2, false, _>(x, w, blocks, groups, emit),
+        (DType::Q8_0, false) => k::span::<0, _>(x, w, blocks, groups, emit),
+        (DType::Q4_0, false) => k::span::<1, _>(x, w, blocks, groups, emit),
+        (_, false) => k::span::<2, _>(x, w, blocks, groups, emit),
         (DType::Q8_0, true) => k::span_vnni::<0, _>(x, w, blocks, groups, emit),
         (DType::Q4_0, true) => k::span_vnni::<1, _>(x, w, blocks, groups, emit),
         (_, true) => k::span_vnni::<2, _>(x, w, blocks, groups, emit),
