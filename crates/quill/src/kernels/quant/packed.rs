@@ -268,42 +268,39 @@ pub(crate) fn span(
     let blocks = cols / be;
     let gbytes = LANES * blocks * bb;
     let groups = w.len().checked_div(gbytes).unwrap_or(0);
+    // Every group and activation row has the length the SIMD kernels read (`QActs` fills every
+    // field; the K-quants' activations come in 256-value blocks, without the per-32 fields).
+    let fits = |max_rows: usize| {
+        packable(dtype)
+            && cols.is_multiple_of(be)
+            && w.len() == groups * gbytes
+            && x.len() <= max_rows
+            && x.iter().all(|r| {
+                r.q.len() == cols
+                    && r.d.len() == blocks
+                    && r.sum16.len() == cols / 16
+                    && (be == super::QK_K || (r.s.len() == blocks && r.q4.len() == blocks))
+            })
+    };
     #[cfg(target_arch = "x86_64")]
-    if crate::kernels::simd::has_avx2_f16c()
-        && packable(dtype)
-        && cols.is_multiple_of(be)
-        && w.len() == groups * gbytes
-        && x.len() <= super::packed_avx2::MAX_ROWS
-        && x.iter().all(|r| {
-            r.q.len() == cols
-                && r.d.len() == blocks
-                && r.sum16.len() == cols / 16
-                // The K-quants' activations come in 256-value blocks, without the per-32 fields.
-                && (be == super::QK_K || (r.s.len() == blocks && r.q4.len() == blocks))
-        })
-    {
+    if crate::kernels::simd::has_avx2_f16c() && fits(super::packed_avx2::MAX_ROWS) {
         let vnni = crate::kernels::simd::has_vnni();
-        // SAFETY: AVX2/FMA/F16C (and for `span_vnni` AVX-512 VNNI) are present; every group
-        // and activation row has the length the kernels read (checked just above).
+        // SAFETY: AVX2/FMA/F16C (and for `span_vnni` AVX-512 VNNI) are present; `fits` checked
+        // the lengths.
         unsafe { span_x86(dtype, vnni, x, w.as_ptr(), blocks, groups, &mut emit) };
         return;
     }
     #[cfg(target_arch = "aarch64")]
     if matches!(dtype, DType::Q8_0 | DType::Q4_0 | DType::Q4_1)
-        && cols.is_multiple_of(be)
-        && w.len() == groups * gbytes
-        && x.len() <= super::packed_neon::MAX_ROWS
-        && x.iter().all(|r| {
-            r.q.len() == cols
-                && r.d.len() == blocks
-                && (dtype != DType::Q4_1 || r.s.len() == blocks)
-        })
+        && fits(super::packed_neon::MAX_ROWS)
     {
-        // SAFETY: NEON is part of AArch64 (and `dotprod` is checked at run time); every group
-        // and activation row has the length the kernels read (checked just above).
+        // SAFETY: NEON is part of AArch64 (and `dotprod` is checked at run time); `fits`
+        // checked the lengths.
         unsafe { span_arm(dtype, x, w.as_ptr(), blocks, groups, &mut emit) };
         return;
     }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = (fits, groups);
     span_portable(dtype, x, w, cols, emit)
 }
 
