@@ -14,31 +14,56 @@ use crate::{GenerateParams, SamplerConfig};
 
 /// Reads a buffer of `bytes` (spread over the thread pool) `reps` times; returns the best read
 /// bandwidth in bytes per second.
+///
+/// The reduction is integer adds into 16 independent lanes: one-cycle latency, so the loop
+/// waits on memory, not on its own arithmetic (a float sum in 8 lanes waits out the adder's
+/// 4-cycle latency per 32 bytes, about 8 bytes per cycle: under the bandwidth of a large
+/// cache, and of some DRAM).
 pub fn read_bandwidth(bytes: usize, reps: usize) -> f64 {
     use rayon::prelude::*;
-    let n = bytes / 4;
-    let buf: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
+    let n = bytes / 8;
+    // Memory like the weights' panels: an anonymous map advised to use huge pages (on 4 KiB
+    // pages the hardware prefetchers stop at every page boundary, and the probe would
+    // under-report what a decode step streams).
+    let mut map = memmap2::MmapOptions::new().len(n.max(1) * 8).map_anon();
+    let mut heap = Vec::new();
+    let buf: &mut [u64] = match &mut map {
+        Ok(m) => {
+            #[cfg(target_os = "linux")]
+            let _ = m.advise(memmap2::Advice::HugePage);
+            // SAFETY: the map is page-aligned and `n * 8` bytes long; any bits are a `u64`.
+            unsafe { std::slice::from_raw_parts_mut(m.as_mut_ptr().cast::<u64>(), n) }
+        }
+        Err(_) => {
+            heap.resize(n, 0u64);
+            &mut heap
+        }
+    };
+    for (i, v) in buf.iter_mut().enumerate() {
+        *v = i as u64 % 7;
+    }
+    let buf: &[u64] = buf;
     let mut best = f64::MAX;
-    let mut sink = 0.0f32;
+    let mut sink = 0u64;
     for _ in 0..reps.max(1) {
         let t0 = Instant::now();
-        let s: f32 = buf
-            .par_chunks(1 << 16)
+        let s: u64 = buf
+            .par_chunks(1 << 15)
             .map(|c| {
-                let mut acc = [0.0f32; 8];
-                for ch in c.chunks_exact(8) {
-                    for k in 0..8 {
-                        acc[k] += ch[k];
+                let mut acc = [0u64; 16];
+                for ch in c.chunks_exact(16) {
+                    for k in 0..16 {
+                        acc[k] = acc[k].wrapping_add(ch[k]);
                     }
                 }
-                acc.iter().sum::<f32>()
+                acc.iter().fold(0u64, |a, &b| a.wrapping_add(b))
             })
-            .sum();
+            .reduce(|| 0, u64::wrapping_add);
         best = best.min(t0.elapsed().as_secs_f64());
-        sink += s;
+        sink = sink.wrapping_add(s);
     }
     std::hint::black_box(sink);
-    (n * 4) as f64 / best
+    (n * 8) as f64 / best
 }
 
 /// Bytes of weights streamed by one batch-1 decode step (every matrix once, plus the head).

@@ -459,34 +459,57 @@ impl Ctx<'_> {
             self.activate(seg, 0, 1, a, b);
             return;
         }
-        // Cache lines of one panel, and where the panel after `p` starts (inside this chunk,
-        // else the next chunk's, which another task may stream, and past the matrix nothing;
-        // `wrapping_add`, as a prefetch of any address is harmless).
-        let lines = pb.div_ceil(64);
-        let next = |p: usize| w.as_ptr().wrapping_add((p + 1) * pb);
+        // With 16-lane vectors (AVX-512) a panel is one register, so a tile takes two panels
+        // and up to 8 rows (16 accumulators of the 32 registers); with 8-lane vectors one
+        // panel is two registers, and 6 rows make 12 accumulators of 16.
+        let (pair, most) = if super::simd::wide_float_tiles() {
+            (2, 8)
+        } else {
+            (1, 6)
+        };
+        // Cache lines of a tile's panels, and where the panels after them start (inside this
+        // chunk, else the next chunk's, which another task may stream, and past the matrix
+        // nothing; `wrapping_add`, as a prefetch of any address is harmless).
         let mut r0 = 0;
         while r0 < self.rows {
             let r1 = (r0 + ROW_BLOCK).min(self.rows);
-            let passes = (r1 - r0).div_ceil(6);
-            for p in 0..panels {
-                let wp = w[p * pb..][..pb].as_ptr();
+            let passes = (r1 - r0).div_ceil(most);
+            let mut p = 0;
+            while p < panels {
+                let two = pair == 2 && p + 2 <= panels;
+                let np = if two { 2 } else { 1 };
+                let wp = w[p * pb..][..np * pb].as_ptr();
+                let lines = (np * pb).div_ceil(64);
+                let next = w.as_ptr().wrapping_add((p + np) * pb);
                 let o = a + p * PANEL;
                 let mut r = r0;
                 for q in 0..passes {
                     let rr = (r1 - r).div_ceil(passes - q);
-                    // Every pass fetches its share of the next panel while it computes.
+                    // Every pass fetches its share of the next panels while it computes.
                     let (l0, l1) = (q * lines / passes, (q + 1) * lines / passes);
-                    let ahead = (next(p).wrapping_add(l0 * 64), l1 - l0);
-                    match rr {
-                        1 => panel_tile::<1>(self, kind, seg, r, o, wp, ahead),
-                        2 => panel_tile::<2>(self, kind, seg, r, o, wp, ahead),
-                        3 => panel_tile::<3>(self, kind, seg, r, o, wp, ahead),
-                        4 => panel_tile::<4>(self, kind, seg, r, o, wp, ahead),
-                        5 => panel_tile::<5>(self, kind, seg, r, o, wp, ahead),
-                        _ => panel_tile::<6>(self, kind, seg, r, o, wp, ahead),
+                    let ahead = (next.wrapping_add(l0 * 64), l1 - l0);
+                    let t = (self, kind, seg, r, o, wp, ahead);
+                    match (rr, two) {
+                        (1, false) => panel_tile::<1, 1>(t),
+                        (2, false) => panel_tile::<2, 1>(t),
+                        (3, false) => panel_tile::<3, 1>(t),
+                        (4, false) => panel_tile::<4, 1>(t),
+                        (5, false) => panel_tile::<5, 1>(t),
+                        (6, false) => panel_tile::<6, 1>(t),
+                        (7, false) => panel_tile::<7, 1>(t),
+                        (_, false) => panel_tile::<8, 1>(t),
+                        (1, true) => panel_tile::<1, 2>(t),
+                        (2, true) => panel_tile::<2, 2>(t),
+                        (3, true) => panel_tile::<3, 2>(t),
+                        (4, true) => panel_tile::<4, 2>(t),
+                        (5, true) => panel_tile::<5, 2>(t),
+                        (6, true) => panel_tile::<6, 2>(t),
+                        (7, true) => panel_tile::<7, 2>(t),
+                        (_, true) => panel_tile::<8, 2>(t),
                     }
                     r += rr;
                 }
+                p += np;
             }
             self.activate(seg, r0, r1, a, b);
             r0 = r1;
@@ -594,22 +617,30 @@ fn float_tile<const R: usize, const C: usize>(
     ctx.store(seg, r, o, vals);
 }
 
-/// Input rows `r..r + R` against one panel at `wp` (outputs `o..o + 16` of `seg`).
-fn panel_tile<const R: usize>(
-    ctx: &Ctx<'_>,
-    kind: WKind,
-    seg: &Seg<'_>,
-    r: usize,
-    o: usize,
-    wp: *const u8,
-    ahead: (*const u8, usize),
-) {
+/// A panel tile's arguments: the context, the weights' kind, the segment, the first input row,
+/// the first output, the first panel, and the prefetch ([`panel::tile`]'s `fetch`).
+type PanelArgs<'a, 'b> = (
+    &'a Ctx<'b>,
+    WKind,
+    &'a Seg<'b>,
+    usize,
+    usize,
+    *const u8,
+    (*const u8, usize),
+);
+
+/// Input rows `r..r + R` against `P` consecutive panels at `wp` (outputs `o..o + 16 P` of
+/// `seg`).
+fn panel_tile<const R: usize, const P: usize>((ctx, kind, seg, r, o, wp, ahead): PanelArgs) {
     let n = ctx.n_in;
     let xs: [*const f32; R] = std::array::from_fn(|i| ctx.x[(r + i) * n..][..n].as_ptr());
-    // SAFETY: each `xs` pointer starts a slice of `n` values (checked just above); `wp` starts a
-    // whole panel of `seg` (the caller sliced it).
-    let v = unsafe { panel::tile::<R, 1>(kind, &xs, wp, PANEL * seg.row_bytes, n, ahead) };
-    ctx.store::<R, PANEL>(seg, r, o, v.map(|p| p[0]));
+    let pb = PANEL * seg.row_bytes;
+    // SAFETY: each `xs` pointer starts a slice of `n` values (checked just above); `wp` starts
+    // `P` whole panels of `seg` (the caller sliced them).
+    let v = unsafe { panel::tile::<R, P>(kind, &xs, wp, pb, n, ahead) };
+    for p in 0..P {
+        ctx.store::<R, PANEL>(seg, r, o + p * PANEL, v.map(|rows| rows[p]));
+    }
 }
 
 /// Rows `r0..r0 + R` against weight rows `a..b` of `seg`, `C` at a time (the odd one left over

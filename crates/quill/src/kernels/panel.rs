@@ -254,6 +254,14 @@ pub(crate) unsafe fn tile<const R: usize, const P: usize>(
     fetch: (*const u8, usize),
 ) -> [[[f32; PANEL]; P]; R] {
     #[cfg(target_arch = "x86_64")]
+    if super::simd::has_avx512() {
+        return match kind {
+            WKind::F32 => avx512::tile::<0, R, P>(x, w, panel_bytes, n, fetch),
+            WKind::F16 => avx512::tile::<1, R, P>(x, w, panel_bytes, n, fetch),
+            WKind::Bf16 => avx512::tile::<2, R, P>(x, w, panel_bytes, n, fetch),
+        };
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::simd::has_avx2_f16c() {
         return match kind {
             WKind::F32 => avx2::tile::<0, R, P>(x, w, panel_bytes, n, fetch),
@@ -352,6 +360,61 @@ mod avx2 {
             for p in 0..P {
                 _mm256_storeu_ps(out[r][p].as_mut_ptr(), acc[r][p][0]);
                 _mm256_storeu_ps(out[r][p].as_mut_ptr().add(8), acc[r][p][1]);
+            }
+        }
+        out
+    }
+}
+
+/// [`avx2`]'s tile with one 16-lane vector per panel step: a panel's 16 outputs are one
+/// register, so a tile holds twice the outputs of the AVX2 one in the same registers (and the
+/// broadcast folds into the multiply-add as an embedded broadcast operand). Lane `l` is still
+/// its own fma chain: the same bits as the AVX2 and portable kernels.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::PANEL;
+    use crate::kernels::tile::avx512::load16;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    pub(super) unsafe fn tile<const K: u8, const R: usize, const P: usize>(
+        x: &[*const f32; R],
+        w: *const u8,
+        panel_bytes: usize,
+        n: usize,
+        (mut pf, lines): (*const u8, usize),
+    ) -> [[[f32; PANEL]; P]; R] {
+        let es = if K == 0 { 4 } else { 2 };
+        let step = PANEL * es;
+        let mut due = 0;
+        // acc[r][p]: row r, panel p.
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        let mut at = w;
+        for i in 0..n {
+            let mut wv = [_mm512_setzero_ps(); P];
+            for (p, v) in wv.iter_mut().enumerate() {
+                *v = load16::<K>(at.add(p * panel_bytes), 0);
+            }
+            due += lines;
+            while due >= n {
+                _mm_prefetch::<_MM_HINT_T0>(pf.cast());
+                pf = pf.wrapping_add(64);
+                due -= n;
+            }
+            for r in 0..R {
+                let xb = _mm512_set1_ps(*x[r].add(i));
+                for p in 0..P {
+                    acc[r][p] = _mm512_fmadd_ps(xb, wv[p], acc[r][p]);
+                }
+            }
+            at = at.add(step);
+        }
+        let mut out = [[[0.0f32; PANEL]; P]; R];
+        for r in 0..R {
+            for p in 0..P {
+                _mm512_storeu_ps(out[r][p].as_mut_ptr(), acc[r][p]);
             }
         }
         out
@@ -525,6 +588,51 @@ mod tests {
                         let o = (q + 1) * PANEL + l;
                         assert_eq!(m0[l].to_bits(), chain(5, o).to_bits());
                         assert_eq!(m1[l].to_bits(), chain(0, o).to_bits());
+                    }
+                }
+                // Each x86 kernel directly (the dispatch above picks one), at the widest shapes
+                // the driver uses: 8 rows × 2 panels (AVX-512), 6 rows × 1 panel (AVX2).
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let xs8: [*const f32; 8] = std::array::from_fn(|r| x[(r % 6) * n..].as_ptr());
+                    let check = |got: [[[f32; PANEL]; 2]; 8], first: usize| {
+                        for (r, row) in got.iter().enumerate() {
+                            for (q, out) in row.iter().enumerate() {
+                                for (l, v) in out.iter().enumerate() {
+                                    let want = chain(r % 6, (first + q) * PANEL + l);
+                                    assert_eq!(v.to_bits(), want.to_bits(), "{kind:?} n={n}");
+                                }
+                            }
+                        }
+                    };
+                    let k = match kind {
+                        WKind::F32 => 0,
+                        WKind::F16 => 1,
+                        WKind::Bf16 => 2,
+                    };
+                    // SAFETY: as above; panels 1 and 2 are whole.
+                    unsafe {
+                        if crate::kernels::simd::has_avx512() {
+                            let w = base.add(pb);
+                            check(
+                                match k {
+                                    0 => avx512::tile::<0, 8, 2>(&xs8, w, pb, n, (base, 5)),
+                                    1 => avx512::tile::<1, 8, 2>(&xs8, w, pb, n, (base, 5)),
+                                    _ => avx512::tile::<2, 8, 2>(&xs8, w, pb, n, (base, 5)),
+                                },
+                                1,
+                            );
+                        }
+                        if crate::kernels::simd::has_avx2_f16c() {
+                            check(
+                                match k {
+                                    0 => avx2::tile::<0, 8, 2>(&xs8, base, pb, n, (base, 5)),
+                                    1 => avx2::tile::<1, 8, 2>(&xs8, base, pb, n, (base, 5)),
+                                    _ => avx2::tile::<2, 8, 2>(&xs8, base, pb, n, (base, 5)),
+                                },
+                                0,
+                            );
+                        }
                     }
                 }
                 // And the chains are the products' sums (against f64).

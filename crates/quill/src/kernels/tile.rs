@@ -253,7 +253,7 @@ pub(super) mod avx2 {
 /// kernels', so a machine with AVX-512 rounds differently in the last bits from one without; on
 /// one machine every tile shape, decode and batch still agree to the bit.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
     use crate::kernels::simd::hsum256;
@@ -261,7 +261,7 @@ mod avx512 {
     /// Sixteen weights at element `i` of a row at `p`, as f32. `K`: 0 f32, 1 f16, 2 bf16.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
-    unsafe fn load16<const K: u8>(p: *const u8, i: usize) -> __m512 {
+    pub(in crate::kernels) unsafe fn load16<const K: u8>(p: *const u8, i: usize) -> __m512 {
         match K {
             0 => _mm512_loadu_ps(p.cast::<f32>().add(i)),
             1 => _mm512_cvtph_ps(_mm256_loadu_si256(p.add(2 * i).cast())),

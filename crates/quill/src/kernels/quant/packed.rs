@@ -344,11 +344,12 @@ unsafe fn span_x86(
 ) {
     use super::packed_avx2 as k;
     match (dtype, vnni) {
-        // The six-bit unpacking dominates Q6_K: the AVX2 kernel serves VNNI machines too.
-        (DType::Q6K, _) => k::span::<3, _>(x, w, blocks, groups, emit),
-        // Q4_K / Q5_K: the AVX2 kernel too (no VNNI variant yet; no VNNI machine to measure on).
-        (DType::Q4K, _) => k::span::<4, _>(x, w, blocks, groups, emit),
-        (DType::Q5K, _) => k::span::<5, _>(x, w, blocks, groups, emit),
+        (DType::Q6K, false) => k::span::<3, _>(x, w, blocks, groups, emit),
+        (DType::Q4K, false) => k::span::<4, _>(x, w, blocks, groups, emit),
+        (DType::Q5K, false) => k::span::<5, _>(x, w, blocks, groups, emit),
+        (DType::Q6K, true) => k::span_vnni::<3, _>(x, w, blocks, groups, emit),
+        (DType::Q4K, true) => k::span_vnni::<4, _>(x, w, blocks, groups, emit),
+        (DType::Q5K, true) => k::span_vnni::<5, _>(x, w, blocks, groups, emit),
         (DType::Q8_0, false) => k::span::<0, _>(x, w, blocks, groups, emit),
         (DType::Q4_0, false) => k::span::<1, _>(x, w, blocks, groups, emit),
         (_, false) => k::span::<2, _>(x, w, blocks, groups, emit),

@@ -282,7 +282,7 @@ unsafe fn group_pair<const T: u8>(
 
 /// `groups` interleaved groups from `w` against every row of `x` (at most [`MAX_ROWS`]);
 /// `emit(r, first_weight_row, lanes)`. `T` = 3 (Q6_K) takes [`group_q6k`], 4 and 5 (Q4_K,
-/// Q5_K) [`group_q45k`]; none of them `V`.
+/// Q5_K) [`group_q45k`], with `V` as those kernels take it (256-bit `vpdpbusd`).
 #[inline(always)]
 unsafe fn span_impl<const T: u8, const V: bool, F>(
     x: &[QRow<'_>],
@@ -296,7 +296,7 @@ unsafe fn span_impl<const T: u8, const V: bool, F>(
     let gbytes = blocks * layout(T).0;
     let x = &x[..x.len().min(MAX_ROWS)];
     let mut first = 0;
-    if V && x.len() > 1 {
+    if V && T < 3 && x.len() > 1 {
         // Pairs of groups on 512-bit vectors; an odd last group below. (At one row the 512-bit
         // kernel measured slower: decode is bound by latency and bandwidth, not instructions.)
         let mut acc = [_mm512_setzero_ps(); MAX_ROWS];
@@ -319,12 +319,12 @@ unsafe fn span_impl<const T: u8, const V: bool, F>(
     for g in first..groups {
         let p = w.add(g * gbytes);
         match (T, x.len()) {
-            (3, 1) => group_q6k::<1>(x, p, blocks, &mut acc),
-            (3, _) => group_q6k::<0>(x, p, blocks, &mut acc),
-            (4, 1) => group_q45k::<false, 1>(x, p, blocks, &mut acc),
-            (4, _) => group_q45k::<false, 0>(x, p, blocks, &mut acc),
-            (5, 1) => group_q45k::<true, 1>(x, p, blocks, &mut acc),
-            (5, _) => group_q45k::<true, 0>(x, p, blocks, &mut acc),
+            (3, 1) => group_q6k::<1, V>(x, p, blocks, &mut acc),
+            (3, _) => group_q6k::<0, V>(x, p, blocks, &mut acc),
+            (4, 1) => group_q45k::<false, 1, V>(x, p, blocks, &mut acc),
+            (4, _) => group_q45k::<false, 0, V>(x, p, blocks, &mut acc),
+            (5, 1) => group_q45k::<true, 1, V>(x, p, blocks, &mut acc),
+            (5, _) => group_q45k::<true, 0, V>(x, p, blocks, &mut acc),
             (_, 1) => group::<T, 1, V>(x, p, blocks, &mut acc),
             _ => group::<T, 0, V>(x, p, blocks, &mut acc),
         }
@@ -353,7 +353,8 @@ pub(super) unsafe fn span<const T: u8, F>(
     span_impl::<T, false, F>(x, w, blocks, groups, emit)
 }
 
-/// [`span_impl`] with AVX-512 VNNI byte dot products (two groups per 512-bit vector).
+/// [`span_impl`] with AVX-512 VNNI byte dot products (the 32-value formats: two groups per
+/// 512-bit vector; the K-quants: 256-bit `vpdpbusd` in place of `maddubs` and the 16-bit sums).
 ///
 /// # Safety
 /// As [`span`], and AVX-512 F, BW, VL and VNNI must be present.
@@ -385,11 +386,15 @@ const Q6_GB: usize = LANES * 210;
 /// activations' 16-value sums, two sub-blocks per `madd`. Each lane's super-block total is the
 /// exact integer the portable kernel forms, then `acc += (d_w·d_x)·total`: the same bits.
 ///
+/// `V` (AVX-512 VNNI): four `vpdpbusd` sum the sub-block's 16 products per row straight into
+/// its 32-bit lane (at most 16·63·127), and one 32-bit multiply applies the scale: the same
+/// integers.
+///
 /// # Safety
-/// AVX2, FMA and F16C must be present; `g` must cover `sblocks` Q6_K group-blocks, and each
-/// `x[r]` `sblocks · 256` values with their scales and 16-value sums.
+/// AVX2, FMA and F16C (and for `V` AVX-512 VL + VNNI) must be present; `g` must cover `sblocks`
+/// Q6_K group-blocks, and each `x[r]` `sblocks · 256` values with their scales and 16-value sums.
 #[inline(always)]
-unsafe fn group_q6k<const R: usize>(
+unsafe fn group_q6k<const R: usize, const V: bool>(
     x: &[QRow<'_>],
     g: *const u8,
     sblocks: usize,
@@ -421,6 +426,11 @@ unsafe fn group_q6k<const R: usize>(
             // Per row lane: (s, s), (t, t) and (s, t).
             let scv = [_mm256_unpacklo_epi16(u, u), _mm256_unpackhi_epi16(u, u)];
             let st = _mm256_unpacklo_epi16(u, _mm256_bsrli_epi128(u, 8));
+            // For `V`: the two sub-blocks' scales of the 8 rows as i32.
+            let sc32 = [
+                _mm256_cvtepi16_epi32(_mm256_castsi256_si128(v)),
+                _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(v)),
+            ];
             for (h, sc) in scv.iter().enumerate() {
                 let s = 2 * pair + h;
                 let lo0 = _mm256_loadu_si256(p.add(Q6_LOW + 64 * s).cast());
@@ -443,6 +453,20 @@ unsafe fn group_q6k<const R: usize>(
                         _mm256_and_si256(_mm256_srli_epi16(hb, 2), m30),
                     ),
                 ];
+                if V {
+                    for r in 0..rows {
+                        let xq = x.get_unchecked(r).q.as_ptr().add(256 * sb + 16 * s);
+                        let d0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w[0], bcast4(xq));
+                        let d1 =
+                            _mm256_dpbusd_epi32(_mm256_setzero_si256(), w[1], bcast4(xq.add(4)));
+                        let d0 = _mm256_dpbusd_epi32(d0, w[2], bcast4(xq.add(8)));
+                        let d1 = _mm256_dpbusd_epi32(d1, w[3], bcast4(xq.add(12)));
+                        let i = _mm256_mullo_epi32(_mm256_add_epi32(d0, d1), sc32[h]);
+                        let a = isum.get_unchecked_mut(r);
+                        *a = _mm256_add_epi32(*a, i);
+                    }
+                    continue;
+                }
                 for r in 0..rows {
                     let xq = x.get_unchecked(r).q.as_ptr().add(256 * sb + 16 * s);
                     let p0 = _mm256_maddubs_epi16(w[0], bcast4(xq));
@@ -487,11 +511,16 @@ unsafe fn group_q6k<const R: usize>(
 /// lane's two super-block totals are the exact integers the portable kernel forms, then
 /// `acc += d_x·(d·total − dmin·mins)` as it computes it: the same bits.
 ///
+/// `V` (AVX-512 VNNI): eight `vpdpbusd` in two chains sum the sub-block's 32 products per row
+/// straight into its 32-bit lane (at most 32·31·127), and one 32-bit multiply applies the
+/// scale: the same integers.
+///
 /// # Safety
-/// AVX2, FMA and F16C must be present; `g` must cover `sblocks` group-blocks of the format, and
-/// each `x[r]` `sblocks · 256` values with their scales and 16-value sums.
+/// AVX2, FMA and F16C (and for `V` AVX-512 VL + VNNI) must be present; `g` must cover `sblocks`
+/// group-blocks of the format, and each `x[r]` `sblocks · 256` values with their scales and
+/// 16-value sums.
 #[inline(always)]
-unsafe fn group_q45k<const FIVE: bool, const R: usize>(
+unsafe fn group_q45k<const FIVE: bool, const R: usize, const V: bool>(
     x: &[QRow<'_>],
     g: *const u8,
     sblocks: usize,
@@ -523,7 +552,12 @@ unsafe fn group_q45k<const FIVE: bool, const R: usize>(
             let (a, b) = (bytes(K_SC + 16 * pr), bytes(K_SC + 16 * pr + 8));
             for (h, v) in [a, b].into_iter().enumerate() {
                 let sc = _mm256_and_si256(v, m6);
-                scv[2 * pr + h] = _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16));
+                // (`V` multiplies 32-bit lanes; `madd` wants the scale in both halves.)
+                scv[2 * pr + h] = if V {
+                    sc
+                } else {
+                    _mm256_or_si256(sc, _mm256_slli_epi32(sc, 16))
+                };
             }
             let n = bytes(K_MN + 8 * pr);
             let lo = _mm256_or_si256(
@@ -571,6 +605,20 @@ unsafe fn group_q45k<const FIVE: bool, const R: usize>(
                     wv[2 * u] = _mm256_or_si256(wv[2 * u], fifth(u));
                     wv[2 * u + 1] = _mm256_or_si256(wv[2 * u + 1], fifth(4 + u));
                 }
+            }
+            if V {
+                for r in 0..rows {
+                    let xq = x.get_unchecked(r).q.as_ptr().add(256 * sb + 32 * s);
+                    let mut d = [_mm256_setzero_si256(); 2];
+                    for u in 0..4 {
+                        d[0] = _mm256_dpbusd_epi32(d[0], wv[2 * u], bcast4(xq.add(4 * u)));
+                        d[1] = _mm256_dpbusd_epi32(d[1], wv[2 * u + 1], bcast4(xq.add(16 + 4 * u)));
+                    }
+                    let i = _mm256_mullo_epi32(_mm256_add_epi32(d[0], d[1]), *sc);
+                    let a = isum.get_unchecked_mut(r);
+                    *a = _mm256_add_epi32(*a, i);
+                }
+                continue;
             }
             for r in 0..rows {
                 let xq = x.get_unchecked(r).q.as_ptr().add(256 * sb + 32 * s);
