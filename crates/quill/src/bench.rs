@@ -17,8 +17,8 @@ use crate::{GenerateParams, SamplerConfig};
 ///
 /// The reduction is integer adds into 16 independent lanes: one-cycle latency, so the loop
 /// waits on memory, not on its own arithmetic (a float sum in 8 lanes waits out the adder's
-/// 4-cycle latency per 32 bytes, about 8 bytes per cycle: under the bandwidth of a large
-/// cache, and of some DRAM).
+/// 4-cycle latency per 32 bytes, about 8 bytes per cycle per core: near what a large cache
+/// delivers).
 pub fn read_bandwidth(bytes: usize, reps: usize) -> f64 {
     use rayon::prelude::*;
     let n = bytes / 8;
