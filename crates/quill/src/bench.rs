@@ -22,23 +22,13 @@ use crate::{GenerateParams, SamplerConfig};
 pub fn read_bandwidth(bytes: usize, reps: usize) -> f64 {
     use rayon::prelude::*;
     let n = bytes / 8;
-    // Memory like the weights' panels: an anonymous map advised to use huge pages (on 4 KiB
+    // Memory like the weights' panels (an anonymous map advised to use huge pages: on 4 KiB
     // pages the hardware prefetchers stop at every page boundary, and the probe would
     // under-report what a decode step streams).
-    let mut map = memmap2::MmapOptions::new().len(n.max(1) * 8).map_anon();
-    let mut heap = Vec::new();
-    let buf: &mut [u64] = match &mut map {
-        Ok(m) => {
-            #[cfg(target_os = "linux")]
-            let _ = m.advise(memmap2::Advice::HugePage);
-            // SAFETY: the map is page-aligned and `n * 8` bytes long; any bits are a `u64`.
-            unsafe { std::slice::from_raw_parts_mut(m.as_mut_ptr().cast::<u64>(), n) }
-        }
-        Err(_) => {
-            heap.resize(n, 0u64);
-            &mut heap
-        }
-    };
+    let mut draft = crate::kernels::panel::Draft::new(n * 8);
+    let bytes = draft.bytes();
+    // SAFETY: the buffer is 64-byte aligned and at least `n * 8` bytes; any bits are a `u64`.
+    let buf: &mut [u64] = unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast(), n) };
     for (i, v) in buf.iter_mut().enumerate() {
         *v = i as u64 % 7;
     }

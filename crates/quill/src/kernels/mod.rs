@@ -8,7 +8,7 @@
 mod activation;
 mod attention;
 mod matmul;
-mod panel;
+pub(crate) mod panel;
 pub mod quant;
 mod simd;
 mod tile;

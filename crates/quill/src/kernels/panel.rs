@@ -27,7 +27,7 @@ pub(crate) const PANEL: usize = 16;
 /// One cache line: the unit of the panel buffer, so every panel starts 64-byte aligned.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Line([u8; 64]);
+pub(crate) struct Line([u8; 64]);
 
 /// A float matrix `[rows, cols]` regrouped in panels (see the module documentation). Owned:
 /// building one copies the weights (the source's file pages can then be released).
@@ -49,14 +49,15 @@ enum Store {
     Heap(std::sync::Arc<Vec<Line>>),
 }
 
-/// A zeroed, writable buffer of at least `len` bytes for [`Store`].
-enum Draft {
+/// A zeroed, writable buffer of at least `len` bytes for [`Store`] (and for `quill bench`'s
+/// bandwidth probe, which reads memory like the panels'), 64-byte aligned.
+pub(crate) enum Draft {
     Map(memmap2::MmapMut),
     Heap(Vec<Line>),
 }
 
 impl Draft {
-    fn new(len: usize) -> Draft {
+    pub(crate) fn new(len: usize) -> Draft {
         #[cfg(target_os = "linux")]
         if len >= 4 << 20 {
             if let Ok(m) = memmap2::MmapOptions::new().len(len).map_anon() {
@@ -68,7 +69,7 @@ impl Draft {
         Draft::Heap(vec![Line([0; 64]); len.div_ceil(64)])
     }
 
-    fn bytes(&mut self) -> &mut [u8] {
+    pub(crate) fn bytes(&mut self) -> &mut [u8] {
         match self {
             Draft::Map(m) => m,
             // SAFETY: `Line` is 64 plain bytes; the view covers exactly the allocation.
