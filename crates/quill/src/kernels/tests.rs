@@ -35,6 +35,9 @@ fn matmul_matches_reference_on_odd_sizes() {
         (5, 67, 3),
         (7, 33, 37),
         (19, 100, 50),
+        // Blocks of 9-12 rows: one pass per panel on AVX-512, alone and in pairs.
+        (11, 45, 48),
+        (26, 40, 130),
     ];
     for &(rows, n_in, n_out) in &shapes {
         let x = values(rows * n_in, 1);
