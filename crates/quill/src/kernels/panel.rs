@@ -610,8 +610,7 @@ mod tests {
                 #[cfg(target_arch = "x86_64")]
                 {
                     let xs8: [*const f32; 8] = std::array::from_fn(|r| x[(r % 6) * n..].as_ptr());
-                    let xs12: [*const f32; 12] =
-                        std::array::from_fn(|r| x[(r % 6) * n..].as_ptr());
+                    let xs12: [*const f32; 12] = std::array::from_fn(|r| x[(r % 6) * n..].as_ptr());
                     let check = |got: &[[[f32; PANEL]; 2]], first: usize| {
                         for (r, row) in got.iter().enumerate() {
                             for (q, out) in row.iter().enumerate() {
@@ -642,8 +641,7 @@ mod tests {
                         }
                         if crate::kernels::simd::has_avx2_f16c() {
                             check(
-                                &
-                                match k {
+                                &match k {
                                     0 => avx2::tile::<0, 8, 2>(&xs8, base, pb, n, (base, 5)),
                                     1 => avx2::tile::<1, 8, 2>(&xs8, base, pb, n, (base, 5)),
                                     _ => avx2::tile::<2, 8, 2>(&xs8, base, pb, n, (base, 5)),
