@@ -34,6 +34,8 @@ mod kquants;
 pub mod packed;
 #[cfg(target_arch = "x86_64")]
 mod packed_avx2;
+#[cfg(target_arch = "x86_64")]
+mod packed_avx512;
 #[cfg(target_arch = "aarch64")]
 mod packed_neon;
 pub mod quantize;

@@ -14,10 +14,11 @@ use std::arch::x86_64::*;
 
 use super::act::QRow;
 use super::packed::{K_DMIN, K_MN, K_Q, K_Q5H, K_SC, LANES, Q6_HIGH, Q6_LOW, Q6_SCALES};
+use super::packed_avx512 as wide;
 
 /// Group-block bytes (8 blocks) and quant-byte offset, for kernel `T` (0 Q8_0, 1 Q4_0, 2 Q4_1;
 /// 3 Q6_K, 4 Q4_K, 5 Q5_K: [`group_q6k`] and [`group_q45k`] find their fields themselves).
-const fn layout(t: u8) -> (usize, usize) {
+pub(super) const fn layout(t: u8) -> (usize, usize) {
     match t {
         0 => (8 * 34, 16),
         1 => (8 * 18, 16),
@@ -182,104 +183,6 @@ unsafe fn scaled<const T: u8>(
     }
 }
 
-/// [`group`] for two groups at once on 512-bit vectors (lanes 0..8: group `g0`, 8..16: `g1`),
-/// with AVX-512 VNNI: half the instructions per weight. Each lane's arithmetic is [`group`]'s
-/// (exact integer dot product, then `(d_w·d_x)·i` and the add), so the bits are the same. AVX-512
-/// has no byte `sign`: Q8_0 negates the activations under a mask of the negative weights.
-///
-/// # Safety
-/// As [`group`] with `V`, for both groups, and AVX-512 BW must be present.
-#[inline(always)]
-unsafe fn group_pair<const T: u8>(
-    x: &[QRow<'_>],
-    g0: *const u8,
-    g1: *const u8,
-    blocks: usize,
-    acc: &mut [__m512; MAX_ROWS],
-) {
-    let (gb, head) = layout(T);
-    let ones = _mm512_set1_epi16(1);
-    let m4 = _mm512_set1_epi8(0x0F);
-    let zero = _mm512_setzero_si512();
-    let rows = x.len().min(MAX_ROWS);
-    for a in acc[..rows].iter_mut() {
-        *a = _mm512_setzero_ps();
-    }
-    let both = |p0: *const u8, p1: *const u8| {
-        _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_loadu_si256(p0.cast())),
-            _mm256_loadu_si256(p1.cast()),
-            1,
-        )
-    };
-    let halves = |p0: *const u8, p1: *const u8| {
-        _mm512_cvtph_ps(_mm256_set_m128i(
-            _mm_loadu_si128(p1.cast()),
-            _mm_loadu_si128(p0.cast()),
-        ))
-    };
-    for b in 0..blocks {
-        let (p0, p1) = (g0.add(b * gb), g1.add(b * gb));
-        let (q0, q1) = (p0.add(head), p1.add(head));
-        let dw = halves(p0, p1);
-        let mw = if T == 2 {
-            halves(p0.add(16), p1.add(16))
-        } else {
-            _mm512_setzero_ps()
-        };
-        // Q8_0: magnitudes (0..8) and the masks of negative weights; Q4: low and high nibbles.
-        let mut wv = [zero; 8];
-        let mut neg = [0u64; 8];
-        if T == 0 {
-            for u in 0..8 {
-                let v = both(q0.add(32 * u), q1.add(32 * u));
-                wv[u] = _mm512_abs_epi8(v);
-                neg[u] = _mm512_movepi8_mask(v);
-            }
-        } else {
-            for u in 0..4 {
-                let v = both(q0.add(32 * u), q1.add(32 * u));
-                wv[2 * u] = _mm512_and_si512(v, m4);
-                wv[2 * u + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-            }
-        }
-        for r in 0..rows {
-            let xr = x.get_unchecked(r);
-            let xq = xr.q.as_ptr().add(32 * b);
-            let x4 = |k: usize| _mm512_set1_epi32(xq.add(k).cast::<i32>().read_unaligned());
-            let i = if T == 0 {
-                let mut s = [zero; 2];
-                for u in 0..8 {
-                    let xb = x4(4 * u);
-                    let xs = _mm512_mask_sub_epi8(xb, neg[u], zero, xb);
-                    s[u % 2] = _mm512_dpbusd_epi32(s[u % 2], wv[u], xs);
-                }
-                _mm512_add_epi32(s[0], s[1])
-            } else {
-                let mut lo = if T == 1 {
-                    let o = xr.q4.as_ptr().add(b).cast::<i32>().read_unaligned();
-                    _mm512_madd_epi16(_mm512_set1_epi32(o), ones)
-                } else {
-                    zero
-                };
-                let mut hi = zero;
-                for u in 0..4 {
-                    lo = _mm512_dpbusd_epi32(lo, wv[2 * u], x4(4 * u));
-                    hi = _mm512_dpbusd_epi32(hi, wv[2 * u + 1], x4(16 + 4 * u));
-                }
-                _mm512_add_epi32(lo, hi)
-            };
-            let dx = _mm512_set1_ps(*xr.d.get_unchecked(b));
-            let mut t = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(i));
-            if T == 2 {
-                t = _mm512_add_ps(t, _mm512_mul_ps(mw, _mm512_set1_ps(*xr.s.get_unchecked(b))));
-            }
-            let a = acc.get_unchecked_mut(r);
-            *a = _mm512_add_ps(*a, t);
-        }
-    }
-}
-
 /// `groups` interleaved groups from `w` against every row of `x` (at most [`MAX_ROWS`]);
 /// `emit(r, first_weight_row, lanes)`. `T` = 3 (Q6_K) takes [`group_q6k`], 4 and 5 (Q4_K,
 /// Q5_K) [`group_q45k`], with `V` as those kernels take it (256-bit `vpdpbusd`).
@@ -296,13 +199,18 @@ unsafe fn span_impl<const T: u8, const V: bool, F>(
     let gbytes = blocks * layout(T).0;
     let x = &x[..x.len().min(MAX_ROWS)];
     let mut first = 0;
-    if V && T < 3 && x.len() > 1 {
+    if V && T != 3 && x.len() > 1 {
         // Pairs of groups on 512-bit vectors; an odd last group below. (At one row the 512-bit
         // kernel measured slower: decode is bound by latency and bandwidth, not instructions.)
         let mut acc = [_mm512_setzero_ps(); MAX_ROWS];
         while first + 2 <= groups {
             let p = w.add(first * gbytes);
-            group_pair::<T>(x, p, p.add(gbytes), blocks, &mut acc);
+            let q = p.add(gbytes);
+            match T {
+                4 => wide::group_pair_q45k::<false>(x, p, q, blocks, &mut acc),
+                5 => wide::group_pair_q45k::<true>(x, p, q, blocks, &mut acc),
+                _ => wide::group_pair::<T>(x, p, q, blocks, &mut acc),
+            }
             for (r, a) in acc[..x.len()].iter().enumerate() {
                 let mut out = [0.0f32; 2 * LANES];
                 _mm512_storeu_ps(out.as_mut_ptr(), *a);

@@ -1,0 +1,245 @@
+//! AVX-512 VNNI kernels over two interleaved groups at once ([`super::packed`]): lanes 0..8 of a
+//! 512-bit vector are the 8 weight rows of one group, lanes 8..16 those of the next, and every
+//! activation broadcast feeds both. Each lane computes exactly what the 256-bit kernels of
+//! [`super::packed_avx2`] compute for it (the same exact integer sums, then the same float
+//! steps), so the bits do not depend on which kernel ran. Batches and prefill use them; decode
+//! (one row, bound by memory) stays on the 256-bit kernels.
+
+use std::arch::x86_64::*;
+
+use super::act::QRow;
+use super::packed::{K_DMIN, K_MN, K_Q, K_Q5H, K_SC};
+use super::packed_avx2::{layout, MAX_ROWS};
+
+/// Two 32-byte loads, from `p0` (lanes 0..8) and `p1` (lanes 8..16), as one vector.
+#[inline(always)]
+unsafe fn both(p0: *const u8, p1: *const u8) -> __m512i {
+    _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(p0.cast())),
+        _mm256_loadu_si256(p1.cast()),
+        1,
+    )
+}
+
+/// Eight f16 at `p0` and eight at `p1`, as 16 f32 lanes.
+#[inline(always)]
+unsafe fn halves(p0: *const u8, p1: *const u8) -> __m512 {
+    _mm512_cvtph_ps(_mm256_set_m128i(
+        _mm_loadu_si128(p1.cast()),
+        _mm_loadu_si128(p0.cast()),
+    ))
+}
+
+/// `packed_avx2::group` for two groups at once on 512-bit vectors (lanes 0..8: group `g0`, 8..16: `g1`),
+/// with AVX-512 VNNI: half the instructions per weight. Each lane's arithmetic is `group`'s
+/// (exact integer dot product, then `(d_w·d_x)·i` and the add), so the bits are the same. AVX-512
+/// has no byte `sign`: Q8_0 negates the activations under a mask of the negative weights.
+///
+/// # Safety
+/// As `packed_avx2::group` with `V`, for both groups, and AVX-512 BW must be present.
+#[inline(always)]
+pub(super) unsafe fn group_pair<const T: u8>(
+    x: &[QRow<'_>],
+    g0: *const u8,
+    g1: *const u8,
+    blocks: usize,
+    acc: &mut [__m512; MAX_ROWS],
+) {
+    let (gb, head) = layout(T);
+    let ones = _mm512_set1_epi16(1);
+    let m4 = _mm512_set1_epi8(0x0F);
+    let zero = _mm512_setzero_si512();
+    let rows = x.len().min(MAX_ROWS);
+    for a in acc[..rows].iter_mut() {
+        *a = _mm512_setzero_ps();
+    }
+    for b in 0..blocks {
+        let (p0, p1) = (g0.add(b * gb), g1.add(b * gb));
+        let (q0, q1) = (p0.add(head), p1.add(head));
+        let dw = halves(p0, p1);
+        let mw = if T == 2 {
+            halves(p0.add(16), p1.add(16))
+        } else {
+            _mm512_setzero_ps()
+        };
+        // Q8_0: magnitudes (0..8) and the masks of negative weights; Q4: low and high nibbles.
+        let mut wv = [zero; 8];
+        let mut neg = [0u64; 8];
+        if T == 0 {
+            for u in 0..8 {
+                let v = both(q0.add(32 * u), q1.add(32 * u));
+                wv[u] = _mm512_abs_epi8(v);
+                neg[u] = _mm512_movepi8_mask(v);
+            }
+        } else {
+            for u in 0..4 {
+                let v = both(q0.add(32 * u), q1.add(32 * u));
+                wv[2 * u] = _mm512_and_si512(v, m4);
+                wv[2 * u + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+            }
+        }
+        for r in 0..rows {
+            let xr = x.get_unchecked(r);
+            let xq = xr.q.as_ptr().add(32 * b);
+            let x4 = |k: usize| _mm512_set1_epi32(xq.add(k).cast::<i32>().read_unaligned());
+            let i = if T == 0 {
+                let mut s = [zero; 2];
+                for u in 0..8 {
+                    let xb = x4(4 * u);
+                    let xs = _mm512_mask_sub_epi8(xb, neg[u], zero, xb);
+                    s[u % 2] = _mm512_dpbusd_epi32(s[u % 2], wv[u], xs);
+                }
+                _mm512_add_epi32(s[0], s[1])
+            } else {
+                let mut lo = if T == 1 {
+                    let o = xr.q4.as_ptr().add(b).cast::<i32>().read_unaligned();
+                    _mm512_madd_epi16(_mm512_set1_epi32(o), ones)
+                } else {
+                    zero
+                };
+                let mut hi = zero;
+                for u in 0..4 {
+                    lo = _mm512_dpbusd_epi32(lo, wv[2 * u], x4(4 * u));
+                    hi = _mm512_dpbusd_epi32(hi, wv[2 * u + 1], x4(16 + 4 * u));
+                }
+                _mm512_add_epi32(lo, hi)
+            };
+            let dx = _mm512_set1_ps(*xr.d.get_unchecked(b));
+            let mut t = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(i));
+            if T == 2 {
+                t = _mm512_add_ps(t, _mm512_mul_ps(mw, _mm512_set1_ps(*xr.s.get_unchecked(b))));
+            }
+            let a = acc.get_unchecked_mut(r);
+            *a = _mm512_add_ps(*a, t);
+        }
+    }
+}
+
+/// `packed_avx2::group_q45k` (with `V`) for two Q4_K (`FIVE` false) or Q5_K groups at once:
+/// per 32-value sub-block, eight `vpdpbusd` on 512-bit vectors sum both groups' products per
+/// row, one 32-bit multiply applies each lane's scale; the mins term, the super-block's float
+/// steps and their order are the 256-bit kernel's, lane by lane: the same bits.
+///
+/// # Safety
+/// As `packed_avx2::group_q45k` with `V`, for both groups, and AVX-512 F/BW/VL + VNNI must be
+/// present.
+#[inline(always)]
+pub(super) unsafe fn group_pair_q45k<const FIVE: bool>(
+    x: &[QRow<'_>],
+    g0: *const u8,
+    g1: *const u8,
+    sblocks: usize,
+    acc: &mut [__m512; MAX_ROWS],
+) {
+    let gb = layout(if FIVE { 5 } else { 4 }).0;
+    let m4 = _mm512_set1_epi8(0x0F);
+    let b4 = _mm512_set1_epi8(0x10);
+    let m6 = _mm512_set1_epi32(0x3F);
+    let n4 = _mm512_set1_epi32(0x0F);
+    let zero = _mm512_setzero_si512();
+    // Which 32-bit word of the activations' paired 32-value sums holds sub-blocks 2p, 2p + 1.
+    let pick = [0, 1, 4, 5].map(|k| _mm256_set1_epi32(k));
+    let rows = x.len().min(MAX_ROWS);
+    for a in acc[..rows].iter_mut() {
+        *a = _mm512_setzero_ps();
+    }
+    let mut isum = [zero; MAX_ROWS];
+    for sb in 0..sblocks {
+        let (p0, p1) = (g0.add(sb * gb), g1.add(sb * gb));
+        // 8 bytes of each group at `at`, widened to 16 i32 lanes.
+        let bytes = |at: usize| {
+            let (a, b) = (
+                _mm_loadl_epi64(p0.add(at).cast()),
+                _mm_loadl_epi64(p1.add(at).cast()),
+            );
+            _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(a, b))
+        };
+        // Per lane: each sub-block's scale; per pair of sub-blocks the two mins in the two
+        // 16-bit halves (low 2 bits from the scale bytes' top, high 4 from a nibble).
+        let mut scv = [zero; 8];
+        let mut mnv = [zero; 4];
+        for (pr, mn) in mnv.iter_mut().enumerate() {
+            let (a, b) = (bytes(K_SC + 16 * pr), bytes(K_SC + 16 * pr + 8));
+            scv[2 * pr] = _mm512_and_si512(a, m6);
+            scv[2 * pr + 1] = _mm512_and_si512(b, m6);
+            let n = bytes(K_MN + 8 * pr);
+            let lo = _mm512_or_si512(
+                _mm512_slli_epi32(_mm512_and_si512(n, n4), 2),
+                _mm512_srli_epi32(a, 6),
+            );
+            let hi = _mm512_or_si512(
+                _mm512_slli_epi32(_mm512_srli_epi32(n, 4), 2),
+                _mm512_srli_epi32(b, 6),
+            );
+            *mn = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+        }
+        for a in isum[..rows].iter_mut() {
+            *a = zero;
+        }
+        for (s, sc) in scv.iter().enumerate() {
+            let (q0, q1) = (p0.add(K_Q + 128 * s), p1.add(K_Q + 128 * s));
+            let hb = if FIVE {
+                both(p0.add(K_Q5H + 32 * s), p1.add(K_Q5H + 32 * s))
+            } else {
+                zero
+            };
+            // Fifth bit of value 4k + j: bit k of byte j, moved to bit 4.
+            let fifth = |k: usize| {
+                let v = match k {
+                    0 => _mm512_slli_epi16(hb, 4),
+                    1 => _mm512_slli_epi16(hb, 3),
+                    2 => _mm512_slli_epi16(hb, 2),
+                    3 => _mm512_slli_epi16(hb, 1),
+                    4 => hb,
+                    5 => _mm512_srli_epi16(hb, 1),
+                    6 => _mm512_srli_epi16(hb, 2),
+                    _ => _mm512_srli_epi16(hb, 3),
+                };
+                _mm512_and_si512(v, b4)
+            };
+            // wv[2u]: values 4u + j, wv[2u + 1]: values 16 + 4u + j.
+            let mut wv = [zero; 8];
+            for u in 0..4 {
+                let v = both(q0.add(32 * u), q1.add(32 * u));
+                wv[2 * u] = _mm512_and_si512(v, m4);
+                wv[2 * u + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+                if FIVE {
+                    wv[2 * u] = _mm512_or_si512(wv[2 * u], fifth(u));
+                    wv[2 * u + 1] = _mm512_or_si512(wv[2 * u + 1], fifth(4 + u));
+                }
+            }
+            for r in 0..rows {
+                let xq = x.get_unchecked(r).q.as_ptr().add(256 * sb + 32 * s);
+                let x4 = |k: usize| _mm512_set1_epi32(xq.add(k).cast::<i32>().read_unaligned());
+                let mut d = [zero; 2];
+                for u in 0..4 {
+                    d[0] = _mm512_dpbusd_epi32(d[0], wv[2 * u], x4(4 * u));
+                    d[1] = _mm512_dpbusd_epi32(d[1], wv[2 * u + 1], x4(16 + 4 * u));
+                }
+                let i = _mm512_mullo_epi32(_mm512_add_epi32(d[0], d[1]), *sc);
+                let a = isum.get_unchecked_mut(r);
+                *a = _mm512_add_epi32(*a, i);
+            }
+        }
+        let dw = halves(p0, p1);
+        let dmin = halves(p0.add(K_DMIN), p1.add(K_DMIN));
+        for r in 0..rows {
+            let xr = x.get_unchecked(r);
+            // The 32-value sums S_s (at most 32·127) as i16: words [S0 S1 S2 S3 ..| S4 .. S7 ..].
+            let s16 = _mm256_loadu_si256(xr.sum16.as_ptr().add(16 * sb).cast());
+            let sums = _mm256_hadd_epi16(s16, s16);
+            let mut mins = zero;
+            for (mn, k) in mnv.iter().zip(&pick) {
+                let pair = _mm512_broadcast_i64x4(_mm256_permutevar8x32_epi32(sums, *k));
+                mins = _mm512_add_epi32(mins, _mm512_madd_epi16(*mn, pair));
+            }
+            let dx = _mm512_set1_ps(*xr.d.get_unchecked(sb));
+            let t = _mm512_sub_ps(
+                _mm512_mul_ps(dw, _mm512_cvtepi32_ps(*isum.get_unchecked(r))),
+                _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mins)),
+            );
+            let a = acc.get_unchecked_mut(r);
+            *a = _mm512_add_ps(*a, _mm512_mul_ps(dx, t));
+        }
+    }
+}
