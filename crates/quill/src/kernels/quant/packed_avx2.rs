@@ -199,7 +199,7 @@ unsafe fn span_impl<const T: u8, const V: bool, F>(
     let gbytes = blocks * layout(T).0;
     let x = &x[..x.len().min(MAX_ROWS)];
     let mut first = 0;
-    if V && T != 3 && x.len() > 1 {
+    if V && x.len() > 1 {
         // Pairs of groups on 512-bit vectors; an odd last group below. (At one row the 512-bit
         // kernel measured slower: decode is bound by latency and bandwidth, not instructions.)
         let mut acc = [_mm512_setzero_ps(); MAX_ROWS];
@@ -207,6 +207,7 @@ unsafe fn span_impl<const T: u8, const V: bool, F>(
             let p = w.add(first * gbytes);
             let q = p.add(gbytes);
             match T {
+                3 => wide::group_pair_q6k(x, p, q, blocks, &mut acc),
                 4 => wide::group_pair_q45k::<false>(x, p, q, blocks, &mut acc),
                 5 => wide::group_pair_q45k::<true>(x, p, q, blocks, &mut acc),
                 _ => wide::group_pair::<T>(x, p, q, blocks, &mut acc),
