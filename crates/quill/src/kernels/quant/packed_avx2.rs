@@ -185,7 +185,11 @@ unsafe fn scaled<const T: u8>(
 
 /// `groups` interleaved groups from `w` against every row of `x` (at most [`MAX_ROWS`]);
 /// `emit(r, first_weight_row, lanes)`. `T` = 3 (Q6_K) takes [`group_q6k`], 4 and 5 (Q4_K,
-/// Q5_K) [`group_q45k`], with `V` as those kernels take it (256-bit `vpdpbusd`).
+/// Q5_K) [`group_q45k`], with `V` as those kernels take it (256-bit `vpdpbusd`). With `V` and
+/// more than one row, pairs of groups go to the 512-bit kernels of [`super::packed_avx512`]
+/// (every format; the K-quants' pairs, measured on the AVX-512 Xeon with `quill bench
+/// --prompt-tokens 128`, alternated: Q4_K_M prefill 1409–1449 → 1823–1929 tokens/s, Q5_K_M
+/// 1283–1408 → 1801–1816).
 #[inline(always)]
 unsafe fn span_impl<const T: u8, const V: bool, F>(
     x: &[QRow<'_>],
@@ -262,8 +266,9 @@ pub(super) unsafe fn span<const T: u8, F>(
     span_impl::<T, false, F>(x, w, blocks, groups, emit)
 }
 
-/// [`span_impl`] with AVX-512 VNNI byte dot products (the 32-value formats: two groups per
-/// 512-bit vector; the K-quants: 256-bit `vpdpbusd` in place of `maddubs` and the 16-bit sums).
+/// [`span_impl`] with AVX-512 VNNI byte dot products (batches: two groups per 512-bit vector;
+/// one row and an odd last group: 256-bit `vpdpbusd` in place of `maddubs` and the 16-bit
+/// sums).
 ///
 /// # Safety
 /// As [`span`], and AVX-512 F, BW, VL and VNNI must be present.
