@@ -33,8 +33,8 @@ PY
   cp "$root/fixtures/tokenizers/gpt2/vocab.json" "$root/fixtures/tokenizers/gpt2/merges.txt" \
      "$root/fixtures/tokenizers/gpt2/tokenizer.json" "$work/gpt2-rand/"
 fi
-# 2. GGUF at f32 and f16 (llama.cpp's converter), q8_0 / q4_0 / q4_1 (llama-quantize).
-for t in f32 f16; do
+# 2. GGUF at f32, f16 and bf16 (llama.cpp's converter), q8_0 / q4_0 / q4_1 (llama-quantize).
+for t in f32 f16 bf16; do
   [ -f "$work/gpt2-$t.gguf" ] || PYTHONPATH="$llama/gguf-py" "$py" "$llama/convert_hf_to_gguf.py" \
       "$work/gpt2-rand" --outtype "$t" --outfile "$work/gpt2-$t.gguf" > /dev/null
 done
@@ -54,7 +54,7 @@ side_by_side() {
   "$quill" --threads "$threads" bench -m "$f" --prompt-tokens 128 --gen-tokens 64 --batch "" --reps 3 \
     --kv-cache f16 | grep -E "decode" | sed 's/^decode /decode (f16 KV)/'
 }
-for t in f32 f16 q8_0 q4_0 q4_1 q4_k_m q5_k_m; do
+for t in f32 f16 bf16 q8_0 q4_0 q4_1 q4_k_m q5_k_m; do
   echo "== $t"
   side_by_side "$work/gpt2-$t.gguf"
 done
