@@ -385,7 +385,7 @@ mod avx512 {
     /// covers too few weight loads to keep DRAM busy: on the AVX-512 Xeon `perf annotate` put
     /// 75% of GPT-2 f32 batch-8 tile samples on the weight loads, and the hardware prefetchers
     /// did not close the gap. One prefetch per panel and cache line, 2 KiB ahead: batch 8
-    /// f32 330–336 → 397–411 tokens/s, f16 574–576 → 629–656 (alternated `quill bench`
+    /// f32 330–336 → 397–431 tokens/s, f16 574–576 → 629–656 (alternated `quill bench`
     /// runs); 1, 2 and 4 KiB measured alike, 8 KiB lower. The AVX2 tile's prefetch of the
     /// next tile's panels, spread over the steps, measured level here (331–336 → 336–342).
     pub(super) const AHEAD: usize = 2048;
@@ -393,7 +393,7 @@ mod avx512 {
     /// The same for decode (one row), into L2. A decode step is only loads, but the hardware
     /// prefetchers alone left f16 (half the bytes per step of f32, so twice the steps per
     /// line) at about 25 GB/s: GPT-2 f16 decode 103–109 → 124–134 tokens/s with this (4 and
-    /// 8 KiB ahead alike, 16 KiB less steady; the L1 hint 10% lower), f32 60–63 → 62–65.
+    /// 8 KiB ahead alike, 16 KiB less steady; the L1 hint a little lower), f32 60–63 → 62–65.
     pub(super) const AHEAD_DECODE: usize = 4096;
 
     #[inline]
