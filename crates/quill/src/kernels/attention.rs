@@ -2,8 +2,6 @@
 //! sequence of a batch, split over the thread pool by (sequence, query row, head) units, so a
 //! decode step of many sequences is one parallel region per layer instead of one per sequence.
 
-use rayon::prelude::*;
-
 use super::{simd, softmax};
 
 /// Below this many multiply-adds attention runs on the calling thread.
@@ -134,19 +132,16 @@ pub fn attention(
             oh,
         );
     };
-    let task = |(i, (o, sc)): (usize, (&mut [f32], &mut [f32]))| {
+    let task = |i: usize, o: &mut [f32], sc: &mut [f32]| {
         for (j, oh) in o.chunks_exact_mut(hd).enumerate() {
             head(i * per + j, sc, oh);
         }
     };
     let out = &mut out[..units * hd];
     if tasks > 1 {
-        out.par_chunks_mut(per * hd)
-            .zip(scores.par_chunks_mut(len))
-            .enumerate()
-            .for_each(task);
+        super::team::run_chunks(out, per * hd, scores, len, tasks, task);
     } else {
-        task((0, (out, &mut scores[..len])));
+        task(0, out, &mut scores[..len]);
     }
 }
 

@@ -17,8 +17,6 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 use super::activation::{self, Act};
 use super::panel::{self, PANEL};
 use super::quant::act::{QActs, QRow};
@@ -151,7 +149,7 @@ fn run(
         ctx.compute(&seg, a, b);
     };
     if parallel && n_tasks > 1 {
-        (0..n_tasks).into_par_iter().for_each(task);
+        super::team::run(n_tasks, task);
     } else {
         (0..n_tasks).for_each(task);
     }

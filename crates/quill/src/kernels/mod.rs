@@ -11,6 +11,7 @@ mod matmul;
 pub(crate) mod panel;
 pub mod quant;
 mod simd;
+mod team;
 mod tile;
 mod weights;
 
