@@ -147,3 +147,59 @@ impl<T> Shared<T> {
 // SAFETY: the tasks given a `Shared` write disjoint chunks of a buffer of `Send` elements that
 // the caller of `run_chunks` borrowed mutably for the duration.
 unsafe impl<T: Send> Sync for Shared<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every index runs exactly once, on pools of 1–4 threads and for task counts around the
+    /// team size; the chunked form hands each task its own chunks.
+    #[test]
+    fn every_task_runs_once() {
+        for threads in 1..=4 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool");
+            for n in [0usize, 1, 2, 3, 5, 64, 301] {
+                pool.install(|| {
+                    let seen: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+                    run(n, |t| {
+                        seen[t].fetch_add(1, Ordering::Relaxed);
+                    });
+                    assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1), "{n}");
+                    let (mut a, mut b) = (vec![0usize; 3 * n + 1], vec![0usize; n]);
+                    run_chunks(&mut a, 3, &mut b, 1, n, |i, x, y| {
+                        x.fill(i + 1);
+                        y[0] = i + 1;
+                    });
+                    for (j, v) in a[..3 * n].iter().enumerate() {
+                        assert_eq!(*v, j / 3 + 1);
+                    }
+                    assert!(b.iter().enumerate().all(|(j, v)| *v == j + 1));
+                });
+            }
+        }
+    }
+
+    /// A panicking task ends the region with that panic, once the other tasks are done: no
+    /// hang waiting for a task that will never report.
+    #[test]
+    fn a_panicking_task_is_re_raised_not_waited_for() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .expect("pool");
+        let ran = AtomicUsize::new(0);
+        let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.install(|| {
+                run(16, |t| {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                    assert!(t != 5, "task 5 fails");
+                })
+            })
+        }));
+        assert!(got.is_err());
+        assert_eq!(ran.load(Ordering::Relaxed), 16);
+    }
+}
