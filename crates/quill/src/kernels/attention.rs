@@ -29,6 +29,15 @@ impl KvRows {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Where the rows start, as bytes (for the SIMD kernels, which read either type).
+    #[cfg(target_arch = "x86_64")]
+    fn base(&self) -> *const u8 {
+        match self {
+            KvRows::F32(v) => v.as_ptr().cast(),
+            KvRows::F16(v) => v.as_ptr().cast(),
+        }
+    }
 }
 
 /// One sequence's part of an [`attention`] call.
@@ -161,22 +170,15 @@ fn one_head(qh: &[f32], kv: KvHead<'_>, sc: &mut [f32], oh: &mut [f32]) {
         // SAFETY: AVX2, FMA and F16C are present; `scores`/`weighted_sum` check that the rows
         // cover `sc.len()` positions before reading them.
         unsafe {
-            let v: *const u8 = match kv.values {
-                KvRows::F32(v) => v.as_ptr().cast(),
-                KvRows::F16(v) => v.as_ptr().cast(),
-            };
-            match kv.keys {
-                KvRows::F32(k) => {
-                    avx2::scores::<false>(qh, k.as_ptr().cast(), k.len(), scale, sc, v)
-                }
-                KvRows::F16(k) => {
-                    avx2::scores::<true>(qh, k.as_ptr().cast(), k.len(), scale, sc, v)
-                }
+            let (k, v) = (kv.keys, kv.values);
+            match k {
+                KvRows::F32(_) => avx2::scores::<false>(qh, k.base(), k.len(), scale, sc, v.base()),
+                KvRows::F16(_) => avx2::scores::<true>(qh, k.base(), k.len(), scale, sc, v.base()),
             }
             softmax(sc);
-            match kv.values {
-                KvRows::F32(v) => avx2::weighted_sum::<false>(sc, v.as_ptr().cast(), v.len(), oh),
-                KvRows::F16(v) => avx2::weighted_sum::<true>(sc, v.as_ptr().cast(), v.len(), oh),
+            match v {
+                KvRows::F32(_) => avx2::weighted_sum::<false>(sc, v.base(), v.len(), oh),
+                KvRows::F16(_) => avx2::weighted_sum::<true>(sc, v.base(), v.len(), oh),
             }
         }
         return;

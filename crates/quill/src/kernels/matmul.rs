@@ -339,6 +339,17 @@ macro_rules! by_shape {
     };
 }
 
+/// `panel_tile::<rr, P>(t)` for `rr` among the listed row counts, 12 rows otherwise (the most
+/// a pass takes).
+macro_rules! panel_rows {
+    ($rr:expr, $P:literal, $t:expr, [$($R:literal),*]) => {
+        match $rr {
+            $($R => panel_tile::<$R, $P>($t),)*
+            _ => panel_tile::<12, $P>($t),
+        }
+    };
+}
+
 impl Ctx<'_> {
     /// Outputs `a..b` of segment `seg`, for every input row.
     fn compute(&self, seg: &Seg<'_>, a: usize, b: usize) {
@@ -463,11 +474,11 @@ impl Ctx<'_> {
         // accumulators of 16. Twelve rows, not eight: a batch of 10 (nanoGPT's sample.py
         // workload) reads each weight once per step instead of twice (GPT-2 f32, batch 10:
         // 418–420 → 502–507 tokens/s); prefill measured level.
-        let wide = super::simd::wide_float_tiles();
-        let (pair, most) = if wide { (2, 12) } else { (1, 6) };
-        // Cache lines of a tile's panels, and where the panels after them start (inside this
-        // chunk, else the next chunk's, which another task may stream, and past the matrix
-        // nothing; `wrapping_add`, as a prefetch of any address is harmless).
+        let (pair, most) = if super::simd::wide_float_tiles() {
+            (2, 12)
+        } else {
+            (1, 6)
+        };
         let mut r0 = 0;
         while r0 < self.rows {
             let r1 = (r0 + ROW_BLOCK).min(self.rows);
@@ -477,42 +488,25 @@ impl Ctx<'_> {
                 let two = pair == 2 && p + 2 <= panels;
                 let np = if two { 2 } else { 1 };
                 let wp = w[p * pb..][..np * pb].as_ptr();
+                // Cache lines of the tile's panels, and where the panels after them start
+                // (inside this chunk, else the next chunk's, which another task may stream, and
+                // past the matrix nothing; `wrapping_add`, as a prefetch of any address is
+                // harmless).
                 let lines = (np * pb).div_ceil(64);
                 let next = w.as_ptr().wrapping_add((p + np) * pb);
                 let o = a + p * PANEL;
                 let mut r = r0;
                 for q in 0..passes {
                     let rr = (r1 - r).div_ceil(passes - q);
-                    // Every pass fetches its share of the next panels while it computes.
-                    // (The AVX-512 tile prefetches on its own: see `panel::tile`.)
+                    // Every pass fetches its share of the next panels while it computes (the
+                    // AVX2 tile; the AVX-512 one prefetches on its own: see `panel::tile`).
                     let (l0, l1) = (q * lines / passes, (q + 1) * lines / passes);
-                    let ahead = (next.wrapping_add(l0 * 64), if wide { 0 } else { l1 - l0 });
+                    let ahead = (next.wrapping_add(l0 * 64), l1 - l0);
                     let t = (self, kind, seg, r, o, wp, ahead);
-                    match (rr, two) {
-                        (1, false) => panel_tile::<1, 1>(t),
-                        (2, false) => panel_tile::<2, 1>(t),
-                        (3, false) => panel_tile::<3, 1>(t),
-                        (4, false) => panel_tile::<4, 1>(t),
-                        (5, false) => panel_tile::<5, 1>(t),
-                        (6, false) => panel_tile::<6, 1>(t),
-                        (7, false) => panel_tile::<7, 1>(t),
-                        (8, false) => panel_tile::<8, 1>(t),
-                        (9, false) => panel_tile::<9, 1>(t),
-                        (10, false) => panel_tile::<10, 1>(t),
-                        (11, false) => panel_tile::<11, 1>(t),
-                        (_, false) => panel_tile::<12, 1>(t),
-                        (1, true) => panel_tile::<1, 2>(t),
-                        (2, true) => panel_tile::<2, 2>(t),
-                        (3, true) => panel_tile::<3, 2>(t),
-                        (4, true) => panel_tile::<4, 2>(t),
-                        (5, true) => panel_tile::<5, 2>(t),
-                        (6, true) => panel_tile::<6, 2>(t),
-                        (7, true) => panel_tile::<7, 2>(t),
-                        (8, true) => panel_tile::<8, 2>(t),
-                        (9, true) => panel_tile::<9, 2>(t),
-                        (10, true) => panel_tile::<10, 2>(t),
-                        (11, true) => panel_tile::<11, 2>(t),
-                        (_, true) => panel_tile::<12, 2>(t),
+                    if two {
+                        panel_rows!(rr, 2, t, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
+                    } else {
+                        panel_rows!(rr, 1, t, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
                     }
                     r += rr;
                 }

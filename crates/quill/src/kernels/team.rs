@@ -63,12 +63,11 @@ pub(crate) fn run(n: usize, f: impl Fn(usize) + Sync) {
     }
     assert!(u32::try_from(n).is_ok(), "{n} tasks");
     let shares: [Share; MAX_TEAM] = std::array::from_fn(|k| {
+        if k >= team {
+            return Share(AtomicU64::new(0));
+        }
         let (a, b) = (n * k / team, n * (k + 1) / team);
-        Share(AtomicU64::new(if k < team {
-            a as u64 | (b as u64) << 32
-        } else {
-            0
-        }))
+        Share(AtomicU64::new(a as u64 | (b as u64) << 32))
     });
     let done = AtomicUsize::new(0);
     /// Counts its task as done when dropped, also when the task panics, so the caller's wait

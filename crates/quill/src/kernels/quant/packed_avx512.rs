@@ -30,10 +30,11 @@ unsafe fn halves(p0: *const u8, p1: *const u8) -> __m512 {
     ))
 }
 
-/// `packed_avx2::group` for two groups at once on 512-bit vectors (lanes 0..8: group `g0`, 8..16: `g1`),
-/// with AVX-512 VNNI: half the instructions per weight. Each lane's arithmetic is `group`'s
-/// (exact integer dot product, then `(d_w·d_x)·i` and the add), so the bits are the same. AVX-512
-/// has no byte `sign`: Q8_0 negates the activations under a mask of the negative weights.
+/// `packed_avx2::group` for two groups at once on 512-bit vectors (lanes 0..8: group `g0`,
+/// 8..16: `g1`), with AVX-512 VNNI: half the instructions per weight. Each lane's arithmetic is
+/// `group`'s (exact integer dot product, then `(d_w·d_x)·i` and the add), so the bits are the
+/// same. AVX-512 has no byte `sign`: Q8_0 negates the activations under a mask of the negative
+/// weights.
 ///
 /// # Safety
 /// As `packed_avx2::group` with `V`, for both groups, and AVX-512 BW must be present.
