@@ -84,6 +84,10 @@ pub fn describe() -> &'static str {
         #[cfg(not(target_arch = "aarch64"))]
         Level::Portable => "portable",
         #[cfg(target_arch = "x86_64")]
+        Level::Avx2Fma if has_vnni() && super::quant::has_amx() => {
+            "avx2+fma, avx512 float tiles, avx512-vnni, amx-int8 (q8_0 batches)"
+        }
+        #[cfg(target_arch = "x86_64")]
         Level::Avx2Fma if has_vnni() => "avx2+fma, avx512 float tiles, avx512-vnni",
         #[cfg(target_arch = "x86_64")]
         Level::Avx2Fma if has_avx512() => "avx2+fma, avx512 float tiles",

@@ -33,6 +33,8 @@ mod int_avx2;
 mod kquants;
 pub mod packed;
 #[cfg(target_arch = "x86_64")]
+mod packed_amx;
+#[cfg(target_arch = "x86_64")]
 mod packed_avx2;
 #[cfg(target_arch = "x86_64")]
 mod packed_avx512;
@@ -43,6 +45,12 @@ pub mod quantize;
 pub use quantize::{quantize_row_q4_0, quantize_row_q4_1, quantize_row_q8_0};
 
 use crate::tensor::{Bytes, DType};
+
+/// Whether the Q8_0 batch kernel runs on Intel AMX here (see `packed_amx`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_amx() -> bool {
+    packed_amx::available()
+}
 
 /// Values per K-quant super-block.
 pub const QK_K: usize = 256;

@@ -284,6 +284,16 @@ pub(crate) fn span(
     };
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::simd::has_avx2_f16c() && fits(super::packed_avx2::MAX_ROWS) {
+        if dtype == DType::Q8_0 && super::packed_amx::available() {
+            if let Some(stride) = super::packed_amx::takes(x) {
+                // SAFETY: AMX (with AVX-512 VNNI) is present and granted; `fits` checked the
+                // lengths, `takes` the rows' common stride.
+                unsafe {
+                    super::packed_amx::span(x, stride, w.as_ptr(), blocks, groups, &mut emit)
+                };
+                return;
+            }
+        }
         let vnni = crate::kernels::simd::has_vnni();
         // SAFETY: AVX2/FMA/F16C (and for `span_vnni` AVX-512 VNNI) are present; `fits` checked
         // the lengths.
@@ -439,7 +449,7 @@ mod tests {
                 unpack_row(dtype, &w[r / 8 * 8 * rb..][..8 * rb], r % 8, &mut row);
                 assert_eq!(row, src[r * rb..(r + 1) * rb], "{dtype} row {r}");
             }
-            let x: Vec<f32> = (0..5 * cols)
+            let x: Vec<f32> = (0..16 * cols)
                 .map(|i| match extreme {
                     false => ((i * 37 % 101) as f32 - 50.0) / 9.0,
                     true => [1.0, -1.0][i / 7 % 2],
@@ -447,48 +457,66 @@ mod tests {
                 .collect();
             let mut a = QActs::default();
             a.quantize(&x, cols, be.min(256));
-            let xs: Vec<QRow<'_>> = (0..5).map(|r| a.row(r)).collect();
-            let (mut fast, mut port) = (Vec::new(), Vec::new());
-            span(dtype, &xs, &w, cols, |r, o, v| {
-                fast.push((r, o, v.map(f32::to_bits)))
-            });
-            span_portable(dtype, &xs, &w, cols, |r, o, v| {
-                port.push((r, o, v.map(f32::to_bits)))
-            });
-            #[cfg(target_arch = "x86_64")]
-            if crate::kernels::simd::has_vnni() {
-                // And the AVX2 kernel gives the VNNI kernel's bits.
-                let mut plain = Vec::new();
-                let blocks = cols / be;
-                // SAFETY: AVX2 is present (VNNI implies it); lengths as `span` checks them.
-                unsafe {
-                    span_x86(
-                        dtype,
-                        false,
-                        &xs,
+            // Five rows; two (the fewest the batch kernels take); sixteen (the most).
+            for n in [5, 2, 16] {
+                let xs: Vec<QRow<'_>> = (0..n).map(|r| a.row(r)).collect();
+                check_kernels(dtype, &xs, &w, cols, rows);
+            }
+        }
+    }
+
+    /// A kernel's output callback.
+    type Emit<'a> = dyn FnMut(usize, usize, [f32; LANES]) + 'a;
+
+    /// The dispatched kernel, the portable one and (where the CPU has them) each x86 kernel
+    /// give the same bits for the rows `xs`, and so does one row alone (decode's path).
+    fn check_kernels(dtype: DType, xs: &[QRow<'_>], w: &[u8], cols: usize, rows: usize) {
+        let n = xs.len();
+        let collect = |f: &mut dyn FnMut(&mut Emit<'_>)| {
+            let mut out = Vec::new();
+            f(&mut |r, o, v| out.push((r, o, v.map(f32::to_bits))));
+            out.sort_unstable();
+            out
+        };
+        let fast = collect(&mut |e| span(dtype, xs, w, cols, e));
+        let port = collect(&mut |e| span_portable(dtype, xs, w, cols, e));
+        assert_eq!(fast.len(), n * rows / 8);
+        assert_eq!(fast, port, "{dtype}, {n} rows");
+        #[cfg(target_arch = "x86_64")]
+        {
+            let blocks = cols / dtype.block_elems();
+            let groups = rows / 8;
+            let simd = crate::kernels::simd::has_avx2_f16c();
+            for vnni in [false, true] {
+                if !simd || (vnni && !crate::kernels::simd::has_vnni()) {
+                    continue;
+                }
+                // SAFETY: AVX2 (and for `vnni` AVX-512 VNNI) is present; lengths as `span`
+                // checks them.
+                let got = collect(&mut |e| unsafe {
+                    span_x86(dtype, vnni, xs, w.as_ptr(), blocks, groups, &mut &mut *e)
+                });
+                assert_eq!(got, port, "{dtype}, {n} rows, vnni {vnni}");
+            }
+            if dtype == DType::Q8_0 && super::super::packed_amx::available() {
+                let stride = super::super::packed_amx::takes(xs).expect("rows of one QActs");
+                // SAFETY: AMX is present and granted; lengths as `span` checks them.
+                let got = collect(&mut |e| unsafe {
+                    super::super::packed_amx::span(
+                        xs,
+                        stride,
                         w.as_ptr(),
                         blocks,
-                        rows / 8,
-                        &mut |r, o, v| plain.push((r, o, v.map(f32::to_bits))),
+                        groups,
+                        &mut &mut *e,
                     )
-                };
-                plain.sort_unstable();
-                let mut f = fast.clone();
-                f.sort_unstable();
-                assert_eq!(plain, f, "{dtype}: AVX2 vs VNNI");
+                });
+                assert_eq!(got, port, "{dtype}, {n} rows, AMX");
             }
-            fast.sort_unstable();
-            port.sort_unstable();
-            assert_eq!(fast.len(), 5 * rows / 8);
-            assert_eq!(fast, port, "{dtype}");
-            // One activation row (decode) takes its own kernel path: the same bits again.
-            let mut one = Vec::new();
-            span(dtype, &xs[..1], &w, cols, |r, o, v| {
-                one.push((r, o, v.map(f32::to_bits)))
-            });
-            one.sort_unstable();
-            let want: Vec<_> = port.iter().filter(|e| e.0 == 0).cloned().collect();
-            assert_eq!(one, want, "{dtype}, one row");
         }
+        // One activation row (decode) takes its own kernel path: the same bits again.
+        let one = collect(&mut |e| span(dtype, &xs[..1], w, cols, e));
+        let want: Vec<_> = port.iter().filter(|e| e.0 == 0).cloned().collect();
+        assert_eq!(one, want, "{dtype}, one row");
     }
 }

@@ -23,7 +23,7 @@ unsafe fn both(p0: *const u8, p1: *const u8) -> __m512i {
 
 /// Eight f16 at `p0` and eight at `p1`, as 16 f32 lanes.
 #[inline(always)]
-unsafe fn halves(p0: *const u8, p1: *const u8) -> __m512 {
+pub(super) unsafe fn halves(p0: *const u8, p1: *const u8) -> __m512 {
     _mm512_cvtph_ps(_mm256_set_m128i(
         _mm_loadu_si128(p1.cast()),
         _mm_loadu_si128(p0.cast()),
