@@ -28,7 +28,7 @@ use std::sync::OnceLock;
 use super::act::QRow;
 use super::packed::LANES;
 use super::packed_avx2::{layout, MAX_ROWS};
-use super::packed_avx512::halves;
+use super::packed_avx512::{emit_pair, halves};
 
 /// Q8_0 in [`super::packed_avx2`]'s kernel numbering.
 const Q8_0: u8 = 0;
@@ -205,15 +205,7 @@ pub(super) unsafe fn span<F>(
             let (p0, p1) = step_at(done);
             floats(x, b, p0, p1, c[(j - LAG) % (LAG + 1)].0.as_ptr(), &mut acc);
             if b + 1 == blocks {
-                for (r, a) in acc[..m].iter().enumerate() {
-                    let mut out = [0.0f32; 2 * LANES];
-                    _mm512_storeu_ps(out.as_mut_ptr(), *a);
-                    for (h, lanes) in out.chunks_exact(LANES).enumerate() {
-                        let mut v = [0.0f32; LANES];
-                        v.copy_from_slice(lanes);
-                        emit(r, (2 * pair + h) * LANES, v);
-                    }
-                }
+                emit_pair(&acc[..m], 2 * pair, emit);
             }
             done = next(done);
         }

@@ -216,15 +216,7 @@ unsafe fn span_impl<const T: u8, const V: bool, F>(
                 5 => wide::group_pair_q45k::<true>(x, p, q, blocks, &mut acc),
                 _ => wide::group_pair::<T>(x, p, q, blocks, &mut acc),
             }
-            for (r, a) in acc[..x.len()].iter().enumerate() {
-                let mut out = [0.0f32; 2 * LANES];
-                _mm512_storeu_ps(out.as_mut_ptr(), *a);
-                for (h, lanes) in out.chunks_exact(LANES).enumerate() {
-                    let mut v = [0.0f32; LANES];
-                    v.copy_from_slice(lanes);
-                    emit(r, (first + h) * LANES, v);
-                }
-            }
+            wide::emit_pair(&acc[..x.len()], first, emit);
             first += 2;
         }
     }

@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::act::QRow;
-use super::packed::{K_DMIN, K_MN, K_Q, K_Q5H, K_SC, Q6_HIGH, Q6_LOW, Q6_SCALES};
+use super::packed::{K_DMIN, K_MN, K_Q, K_Q5H, K_SC, LANES, Q6_HIGH, Q6_LOW, Q6_SCALES};
 use super::packed_avx2::{layout, MAX_ROWS};
 
 /// Two 32-byte loads, from `p0` (lanes 0..8) and `p1` (lanes 8..16), as one vector.
@@ -19,6 +19,24 @@ unsafe fn both(p0: *const u8, p1: *const u8) -> __m512i {
         _mm256_loadu_si256(p1.cast()),
         1,
     )
+}
+
+/// Hands a pair's outputs to `emit(r, first_weight_row, lanes)`: `acc[r]` holds row `r`'s 16
+/// outputs, group `g` (its rows from `8g`) in lanes 0..8 and group `g + 1` in lanes 8..16.
+#[inline(always)]
+pub(super) unsafe fn emit_pair<F>(acc: &[__m512], g: usize, emit: &mut F)
+where
+    F: FnMut(usize, usize, [f32; LANES]),
+{
+    for (r, a) in acc.iter().enumerate() {
+        let mut out = [0.0f32; 2 * LANES];
+        _mm512_storeu_ps(out.as_mut_ptr(), *a);
+        for (h, lanes) in out.chunks_exact(LANES).enumerate() {
+            let mut v = [0.0f32; LANES];
+            v.copy_from_slice(lanes);
+            emit(r, (g + h) * LANES, v);
+        }
+    }
 }
 
 /// Eight f16 at `p0` and eight at `p1`, as 16 f32 lanes.
