@@ -284,13 +284,12 @@ pub(crate) fn span(
     };
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::simd::has_avx2_f16c() && fits(super::packed_avx2::MAX_ROWS) {
-        if dtype == DType::Q8_0 && super::packed_amx::available() {
-            if let Some(stride) = super::packed_amx::takes(x) {
+        use super::packed_amx as amx;
+        if amx::takes_format(dtype) && amx::available() {
+            if let Some(stride) = amx::takes(x) {
                 // SAFETY: AMX (with AVX-512 VNNI) is present and granted; `fits` checked the
                 // lengths, `takes` the rows' common stride.
-                unsafe {
-                    super::packed_amx::span(x, stride, w.as_ptr(), blocks, groups, &mut emit)
-                };
+                unsafe { amx::span(dtype, x, stride, w.as_ptr(), blocks, groups, &mut emit) };
                 return;
             }
         }
@@ -498,18 +497,12 @@ mod tests {
                 });
                 assert_eq!(got, port, "{dtype}, {n} rows, vnni {vnni}");
             }
-            if dtype == DType::Q8_0 && super::super::packed_amx::available() {
-                let stride = super::super::packed_amx::takes(xs).expect("rows of one QActs");
+            use super::super::packed_amx as amx;
+            if amx::takes_format(dtype) && amx::available() {
+                let stride = amx::takes(xs).expect("rows of one QActs");
                 // SAFETY: AMX is present and granted; lengths as `span` checks them.
                 let got = collect(&mut |e| unsafe {
-                    super::super::packed_amx::span(
-                        xs,
-                        stride,
-                        w.as_ptr(),
-                        blocks,
-                        groups,
-                        &mut &mut *e,
-                    )
+                    amx::span(dtype, xs, stride, w.as_ptr(), blocks, groups, &mut &mut *e)
                 });
                 assert_eq!(got, port, "{dtype}, {n} rows, AMX");
             }

@@ -1,21 +1,29 @@
-//! Intel AMX kernel for Q8_0 over interleaved groups ([`super::packed`]), for batches and
-//! prefill: a block's integer dot products of up to 16 activation rows against two groups (16
-//! weight rows) are one `tdpbssd` of the tile unit, instead of 8 `vpdpbusd` per row.
+//! Intel AMX kernels over interleaved groups ([`super::packed`]) for batches and prefill: the
+//! integer dot products of up to 16 activation rows against two groups (16 weight rows) run on
+//! the tile unit, for Q8_0 and for the K-quants Q4_K and Q5_K.
 //!
-//! The interleaved layout is nearly AMX's operand layout: a Q8_0 group-block's quant bytes are
-//! 8 units of 32 bytes, unit `u` holding values `4u..4u+4` of the group's 8 rows, so a B tile row
-//! (16 columns × 4 bytes) is unit `u` of one group beside unit `u` of the next. The activations'
-//! block is an A tile of `m` rows × 32 bytes at the rows' stride. The C tile (`m` × 16 sums) goes
-//! to memory, row `r`'s 16 sums one 512-bit load with group 0 in lanes 0..8, as in
-//! [`super::packed_avx512::group_pair`]; from there every lane takes that kernel's float steps,
-//! so the bits are those of every other kernel.
+//! **Q8_0** ([`span_q8_0`]): a block's products are one `tdpbssd`, instead of 8 `vpdpbusd` per
+//! row. The interleaved layout is nearly AMX's operand layout: a Q8_0 group-block's quant bytes
+//! are 8 units of 32 bytes, unit `u` holding values `4u..4u+4` of the group's 8 rows, so a B
+//! tile row (16 columns × 4 bytes) is unit `u` of one group beside unit `u` of the next. The
+//! activations' block is an A tile of `m` rows × 32 bytes at the rows' stride. The C tile
+//! (`m` × 16 sums) goes to memory, row `r`'s 16 sums one 512-bit load with group 0 in lanes
+//! 0..8, as in [`super::packed_avx512::group_pair`]; from there every lane takes that kernel's
+//! float steps, so the bits are those of every other kernel. Measured on the AVX-512 + AMX
+//! Xeon (`quill bench --prompt-tokens 128 --batch 8,16`, with and without `QUILL_NO_AMX`,
+//! alternated): GPT-2 q8_0 prefill 1690–1704 → 2008–2133 tokens/s, batch 8 703–718 → 764–815,
+//! batch 16 993–1009 → 1238–1291. The same kernel for Q4_0 / Q4_1 (nibbles split into bytes
+//! for the B tile) measured level with their VNNI kernels, which need no sign handling, so
+//! they stay there. Per step the tile work (about 25 cycles: loads, product, the C tile's
+//! store) and the 16 rows' float steps (about 30) do not overlap.
 //!
-//! Measured on the AVX-512 + AMX Xeon (`quill bench --prompt-tokens 128 --batch 8,16`, with
-//! and without `QUILL_NO_AMX`, alternated): GPT-2 q8_0 prefill 1690–1704 → 2008–2133 tokens/s,
-//! batch 8 703–718 → 764–815, batch 16 993–1009 → 1238–1291. The same kernel for Q4_0 / Q4_1
-//! (nibbles split into bytes for the B tile) measured level with their VNNI kernels, which need
-//! no sign handling, so they stay there. Per step the tile work (about 25 cycles: loads,
-//! product, the C tile's store) and the 16 rows' float steps (about 30) do not overlap.
+//! **Q4_K / Q5_K** ([`span_q45k`]): their float steps come once per 256-value super-block, but
+//! each 32-value sub-block has its own integer scale. Splitting the scale as `8·hi + lo` keeps
+//! `hi·q` and `lo·q` in unsigned bytes, so the scales go into two B tiles and a super-block's
+//! sums accumulate inside two C tiles (`tdpbsud`, 64 values per product), stored once per
+//! super-block. Same machine and method: Q4_K_M prefill 1680–1713 → 2049–2054 tokens/s,
+//! Q5_K_M 1546–1621 → 1985–2047, batch 16 +17–23%. (Q6_K, with signed 8-bit scales over
+//! 16-value sub-blocks, stays on VNNI.)
 //!
 //! The tiles' instructions are written as `asm!` (Rust's AMX intrinsics and target features are
 //! not stable); the assembler knows the mnemonics. Linux hands out the tile state only on
@@ -26,9 +34,10 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::act::QRow;
-use super::packed::LANES;
+use super::packed::{K_DMIN, LANES};
 use super::packed_avx2::{layout, MAX_ROWS};
-use super::packed_avx512::{emit_pair, halves};
+use super::packed_avx512::{emit_pair, halves, q45k_finish, q45k_scale, q45k_scales, q45k_weights};
+use crate::tensor::DType;
 
 /// Q8_0 in [`super::packed_avx2`]'s kernel numbering.
 const Q8_0: u8 = 0;
@@ -111,15 +120,23 @@ pub(super) fn takes(x: &[QRow<'_>]) -> Option<usize> {
     (uniform && stride >= x[0].q.len()).then_some(stride)
 }
 
-/// `groups` interleaved Q8_0 groups at `w` against the rows `x` (2..=16, `stride` bytes apart,
-/// as [`takes`] found them); `emit(r, first_weight_row, lanes)`. Pairs of groups run on the
-/// tiles, an odd last group on the 256-bit VNNI kernel.
+/// Whether the AMX kernels take `dtype`: Q8_0 (signed weights) and Q4_K / Q5_K (unsigned,
+/// with their integer scale per 32-value sub-block applied to each product's sums).
+pub(super) fn takes_format(dtype: DType) -> bool {
+    matches!(dtype, DType::Q8_0 | DType::Q4K | DType::Q5K)
+}
+
+/// `groups` interleaved groups of `dtype` ([`takes_format`]) at `w` against the rows `x`
+/// (2..=16, `stride` bytes apart, as [`takes`] found them); `emit(r, first_weight_row,
+/// lanes)`. `blocks` is the group-blocks per group (super-blocks for the K-quants). Pairs of
+/// groups run on the tiles, an odd last group on the 256-bit VNNI kernel.
 ///
 /// # Safety
 /// [`available`] must be true; `w` must cover `groups` groups of `blocks` group-blocks and each
-/// `x[r]` `blocks · 32` values with their scales and sums (as `packed::span` checks them).
+/// `x[r]` `blocks` blocks of values with their scales and sums (as `packed::span` checks them).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn span<F>(
+    dtype: DType,
     x: &[QRow<'_>],
     stride: usize,
     w: *const u8,
@@ -129,6 +146,53 @@ pub(super) unsafe fn span<F>(
 ) where
     F: FnMut(usize, usize, [f32; LANES]),
 {
+    use super::packed_avx2::span_vnni;
+    let g = groups / 2 * 2;
+    let (k, gb) = match dtype {
+        DType::Q4K => {
+            span_q45k::<false, F>(x, stride, w, blocks, g / 2, emit);
+            (4, layout(4).0)
+        }
+        DType::Q5K => {
+            span_q45k::<true, F>(x, stride, w, blocks, g / 2, emit);
+            (5, layout(5).0)
+        }
+        _ => {
+            span_q8_0(x, stride, w, blocks, g / 2, emit);
+            (Q8_0, layout(Q8_0).0)
+        }
+    };
+    if g < groups {
+        let (off, at) = (g * LANES, w.add(g * blocks * gb));
+        let mut e = |r, o, v| emit(r, off + o, v);
+        match k {
+            4 => span_vnni::<4, _>(x, at, blocks, groups - g, &mut e),
+            5 => span_vnni::<5, _>(x, at, blocks, groups - g, &mut e),
+            _ => span_vnni::<Q8_0, _>(x, at, blocks, groups - g, &mut e),
+        }
+    }
+}
+
+/// Q8_0 on the tiles: one product per block of a pair of groups, then per lane
+/// `acc += (d_w·d_x)·i`.
+///
+/// # Safety
+/// As [`span`], for `2 · pairs` groups.
+#[inline(always)]
+unsafe fn span_q8_0<F>(
+    x: &[QRow<'_>],
+    stride: usize,
+    w: *const u8,
+    blocks: usize,
+    pairs: usize,
+    emit: &mut F,
+) where
+    F: FnMut(usize, usize, [f32; LANES]),
+{
+    let steps = pairs * blocks;
+    if steps == 0 {
+        return;
+    }
     let m = x.len();
     let (gb, head) = layout(Q8_0);
     let gbytes = blocks * gb;
@@ -154,8 +218,6 @@ pub(super) unsafe fn span<F>(
     let mut bt = [const { Aligned([0u8; 512]) }; RING];
     let mut c = [const { Aligned([0u8; 64 * MAX_ROWS]) }; LAG + 1];
     let mut acc = [_mm512_setzero_ps(); MAX_ROWS];
-    let pairs = groups / 2;
-    let steps = pairs * blocks;
     // Each stream position as (pair, block), advanced by counting (no divisions per step).
     let step_at = |(pair, b): (usize, usize)| {
         let p0 = w.add(pair * 2 * gbytes + b * gb);
@@ -198,9 +260,7 @@ pub(super) unsafe fn span<F>(
         if j >= LAG {
             let (pair, b) = done;
             if b == 0 {
-                for a in acc[..m].iter_mut() {
-                    *a = _mm512_setzero_ps();
-                }
+                acc[..m].fill(_mm512_setzero_ps());
             }
             let (p0, p1) = step_at(done);
             floats(x, b, p0, p1, c[(j - LAG) % (LAG + 1)].0.as_ptr(), &mut acc);
@@ -210,17 +270,199 @@ pub(super) unsafe fn span<F>(
             done = next(done);
         }
     }
-    let g = 2 * pairs;
     asm!("tilerelease", options(nostack, nomem));
-    if g < groups {
-        let off = g * LANES;
-        super::packed_avx2::span_vnni::<Q8_0, _>(
-            x,
-            w.add(g * gbytes),
-            blocks,
-            groups - g,
-            &mut |r, o, v| emit(r, off + o, v),
-        );
+}
+
+/// Q4_K (`FIVE` false) or Q5_K on the tiles, with each sub-block's 6-bit scale folded into the
+/// weights so that a super-block's integer sums accumulate inside the tiles: a scale is
+/// `8·hi + lo` (`hi`, `lo` < 8), and `hi·q` and `lo·q` (at most 7 · 31) are still unsigned
+/// bytes, so two B tiles per 64 values (two sub-blocks) hold them, two C tiles sum
+/// `Σ_s hi_s·Σ q_w·q_x` and `Σ_s lo_s·Σ q_w·q_x` over the super-block's four products, and
+/// `8·C_hi + C_lo` is exactly the 512-bit VNNI kernel's `Σ_s sc_s·Σ q_w·q_x`. The super-block's
+/// float steps are that kernel's ([`q45k_finish`]): the same bits. (One product and one C tile
+/// store per sub-block, each scaled by a 32-bit multiply per row, measured 25% slower.)
+///
+/// # Safety
+/// As [`span`], for `2 · pairs` groups of `sblocks` super-blocks.
+#[inline(always)]
+unsafe fn span_q45k<const FIVE: bool, F>(
+    x: &[QRow<'_>],
+    stride: usize,
+    w: *const u8,
+    sblocks: usize,
+    pairs: usize,
+    emit: &mut F,
+) where
+    F: FnMut(usize, usize, [f32; LANES]),
+{
+    let steps = pairs * 4 * sblocks;
+    if steps == 0 {
+        return;
+    }
+    let m = x.len();
+    let gb = layout(if FIVE { 5 } else { 4 }).0;
+    let gbytes = sblocks * gb;
+    // Tiles: 0, 1 C_hi, C_lo (m × 16 i32); 2, 3 A (m × 64 activation bytes, by parity); 4, 5
+    // and 6, 7 B_hi, B_lo (16 × 64 weight bytes, by parity).
+    let mut cfg = TileConfig {
+        palette: 1,
+        start_row: 0,
+        _reserved: [0; 14],
+        colsb: [0; 16],
+        rows: [0; 16],
+    };
+    // (An unused tile must have neither rows nor bytes, or `ldtilecfg` faults.)
+    cfg.colsb[..8].fill(64);
+    cfg.rows[..4].fill(m as u8);
+    cfg.rows[4..8].fill(16);
+    asm!("ldtilecfg [{}]", in(reg) &cfg, options(nostack, readonly));
+    // Step q of a pair covers sub-blocks 2h, 2h + 1 (h = q % 4) of super-block q / 4. Its B
+    // tiles are built AHEAD steps before its product, into a ring of RING buffers (B_hi at 0,
+    // B_lo at 1024), for the reason [`span_q8_0`] gives.
+    const AHEAD: usize = 3;
+    const RING: usize = 4;
+    let mut bt = [const { Aligned([0u8; 2048]) }; RING];
+    // A super-block's C_hi rows, then its C_lo rows at 64 · MAX_ROWS; two, by parity.
+    let mut c = [const { Aligned([0u8; 2 * 64 * MAX_ROWS]) }; 2];
+    let at = |pair: usize, sb: usize| {
+        let p0 = w.add(pair * 2 * gbytes + sb * gb);
+        (p0, p0.add(gbytes))
+    };
+    let next = |(pair, q): (usize, usize)| {
+        if q + 1 == 4 * sblocks {
+            (pair + 1, 0)
+        } else {
+            (pair, q + 1)
+        }
+    };
+    let build = |(pair, q): (usize, usize), bt: *mut u8| {
+        let (p0, p1) = at(pair, q >> 2);
+        build_b_q45k::<FIVE>(p0, p1, 2 * (q & 3), bt);
+    };
+    let mut acc = [_mm512_setzero_ps(); MAX_ROWS];
+    // The super-block whose sums were stored last step, and its buffer.
+    let mut pending: Option<(usize, usize, usize)> = None;
+    let (mut built, mut prod) = ((0, 0), (0, 0));
+    for j in 0..AHEAD.min(steps) {
+        build(built, bt[j % RING].0.as_mut_ptr());
+        built = next(built);
+    }
+    let mut stored = 0;
+    for j in 0..=steps {
+        if j + AHEAD < steps {
+            build(built, bt[(j + AHEAD) % RING].0.as_mut_ptr());
+            built = next(built);
+        }
+        let mut now = None;
+        if j < steps {
+            let (pair, q) = prod;
+            let h = q & 3;
+            if h == 0 {
+                asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
+            }
+            product_pair(
+                x[0].q.as_ptr().add(64 * q),
+                stride,
+                bt[j % RING].0.as_ptr(),
+                j % 2,
+            );
+            if h == 3 {
+                let buf = c[stored % 2].0.as_mut_ptr();
+                asm!(
+                    "tilestored [{c} + {s64} * 1], tmm0",
+                    "tilestored [{lo} + {s64} * 1], tmm1",
+                    c = in(reg) buf,
+                    lo = in(reg) buf.add(64 * MAX_ROWS),
+                    s64 = in(reg) 64usize,
+                    options(nostack),
+                );
+                now = Some((pair, q >> 2, stored % 2));
+                stored += 1;
+            }
+            prod = next(prod);
+        }
+        // The super-block stored last step: its float steps (after this step's product was
+        // issued, so they need not wait for the store).
+        if let Some((pair, sb, k)) = pending {
+            let (p0, p1) = at(pair, sb);
+            if sb == 0 {
+                acc[..m].fill(_mm512_setzero_ps());
+            }
+            let (_, mnv) = q45k_scales(p0, p1);
+            let scales = (halves(p0, p1), halves(p0.add(K_DMIN), p1.add(K_DMIN)));
+            let buf = c[k].0.as_ptr();
+            for (r, a) in acc[..m].iter_mut().enumerate() {
+                let hi = _mm512_load_si512(buf.add(64 * r).cast());
+                let lo = _mm512_load_si512(buf.add(64 * (MAX_ROWS + r)).cast());
+                let isum = _mm512_add_epi32(_mm512_slli_epi32(hi, 3), lo);
+                q45k_finish(x.get_unchecked(r), sb, scales, &mnv, isum, a);
+            }
+            if sb + 1 == sblocks {
+                emit_pair(&acc[..m], 2 * pair, emit);
+            }
+        }
+        pending = now;
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+/// The B_hi and B_lo tiles of sub-blocks `s0`, `s0 + 1` of a Q4_K (Q5_K) super-block of two
+/// groups (at `p0`, `p1`), at `bt` and `bt + 1024`: B row `k` holds values `4k..4k + 4` of
+/// the 64 for each lane, times the lane's sub-block scale's `hi` (`lo`) part.
+///
+/// # Safety
+/// AVX-512 F/BW must be present; `p0`/`p1` must cover a group-block, `bt` 2048 writable bytes
+/// (64-byte aligned).
+#[inline(always)]
+unsafe fn build_b_q45k<const FIVE: bool>(p0: *const u8, p1: *const u8, s0: usize, bt: *mut u8) {
+    // A 32-bit lane's value in both its 16-bit halves: a 16-bit multiply then scales the
+    // lane's 4 bytes without carries between them.
+    let twice = |v: __m512i| _mm512_or_si512(v, _mm512_slli_epi32(v, 16));
+    for t in 0..2 {
+        let wv = q45k_weights::<FIVE>(p0, p1, s0 + t);
+        let sc = q45k_scale(p0, p1, s0 + t);
+        let hi = twice(_mm512_srli_epi32(sc, 3));
+        let lo = twice(_mm512_and_si512(sc, _mm512_set1_epi32(7)));
+        // Values 0..16 of the sub-block are wv[0], wv[2], wv[4], wv[6], values 16..32 wv[1],
+        // wv[3], wv[5], wv[7].
+        for (i, v) in wv.iter().enumerate() {
+            let row = bt.add(64 * (8 * t + i / 2 + 4 * (i % 2)));
+            _mm512_store_si512(row.cast(), _mm512_mullo_epi16(*v, hi));
+            _mm512_store_si512(row.add(1024).cast(), _mm512_mullo_epi16(*v, lo));
+        }
+    }
+}
+
+/// One step of [`span_q45k`]: the A tile (`m` rows × 64 activation bytes from `xa`, `stride`
+/// apart) times the B_hi and B_lo tiles at `bt` and `bt + 1024`, added into C_hi and C_lo
+/// (tiles 0, 1). `parity` picks the A and B tiles, so consecutive steps share none.
+///
+/// # Safety
+/// The tiles must be configured as [`span_q45k`] does; `xa` must cover the A tile's rows, `bt`
+/// 2048 bytes.
+#[inline(always)]
+unsafe fn product_pair(xa: *const i8, stride: usize, bt: *const u8, parity: usize) {
+    macro_rules! step {
+        ($a:literal, $bh:literal, $bl:literal) => {
+            asm!(
+                concat!("tileloadd ", $a, ", [{xa} + {xs} * 1]"),
+                concat!("tileloadd ", $bh, ", [{bt} + {s64} * 1]"),
+                concat!("tileloadd ", $bl, ", [{bl} + {s64} * 1]"),
+                concat!("tdpbsud tmm0, ", $a, ", ", $bh),
+                concat!("tdpbsud tmm1, ", $a, ", ", $bl),
+                xa = in(reg) xa,
+                xs = in(reg) stride,
+                bt = in(reg) bt,
+                bl = in(reg) bt.add(1024),
+                s64 = in(reg) 64usize,
+                options(nostack, readonly),
+            )
+        };
+    }
+    if parity == 0 {
+        step!("tmm2", "tmm4", "tmm5")
+    } else {
+        step!("tmm3", "tmm6", "tmm7")
     }
 }
 
@@ -248,10 +490,11 @@ unsafe fn build_b(q0: *const u8, q1: *const u8, bt: *mut u8) {
 /// One block's product: the activations' A tile (`xa`, rows `stride` bytes apart) times the B
 /// tile at `bt` gives the C tile (`m` × 16 sums), stored at `c` (64 bytes per row). `parity`
 /// picks the tile set (C, A, B = 0, 1, 2 or 3, 4, 5), so consecutive blocks share no tile.
+/// (Storing each product's sums only after the next product was issued measured the same.)
 ///
 /// # Safety
-/// The tiles must be configured as [`span`] does; `xa` must cover the A tile's rows, `bt` a B
-/// tile, `c` `64 · m` writable bytes.
+/// The tiles must be configured as [`span_q8_0`] does; `xa` must cover the A tile's rows, `bt`
+/// a B tile, `c` `64 · m` writable bytes.
 #[inline(always)]
 unsafe fn product(xa: *const i8, stride: usize, bt: *const u8, c: *mut u8, parity: usize) {
     // Signed weights × signed activations, exact 32-bit sums.

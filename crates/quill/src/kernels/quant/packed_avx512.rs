@@ -134,6 +134,142 @@ pub(super) unsafe fn group_pair<const T: u8>(
     }
 }
 
+/// A Q4_K/Q5_K super-block's scales and mins for two groups (group-blocks at `p0`, `p1`):
+/// `scv[s]` holds each lane's sub-block `s` scale (6 bits), `mnv[p]` each lane's mins of
+/// sub-blocks `2p` and `2p + 1` in its two 16-bit halves (low 2 bits from the scale bytes'
+/// top, high 4 from a nibble).
+///
+/// # Safety
+/// AVX-512 F/BW must be present; `p0`/`p1` must cover a group-block.
+#[inline(always)]
+pub(super) unsafe fn q45k_scales(p0: *const u8, p1: *const u8) -> ([__m512i; 8], [__m512i; 4]) {
+    let m6 = _mm512_set1_epi32(0x3F);
+    let n4 = _mm512_set1_epi32(0x0F);
+    // 8 bytes of each group at `at`, widened to 16 i32 lanes.
+    let bytes = |at: usize| {
+        let (a, b) = (
+            _mm_loadl_epi64(p0.add(at).cast()),
+            _mm_loadl_epi64(p1.add(at).cast()),
+        );
+        _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(a, b))
+    };
+    let mut scv = [_mm512_setzero_si512(); 8];
+    let mut mnv = [_mm512_setzero_si512(); 4];
+    for (pr, mn) in mnv.iter_mut().enumerate() {
+        let (a, b) = (bytes(K_SC + 16 * pr), bytes(K_SC + 16 * pr + 8));
+        scv[2 * pr] = _mm512_and_si512(a, m6);
+        scv[2 * pr + 1] = _mm512_and_si512(b, m6);
+        let n = bytes(K_MN + 8 * pr);
+        let lo = _mm512_or_si512(
+            _mm512_slli_epi32(_mm512_and_si512(n, n4), 2),
+            _mm512_srli_epi32(a, 6),
+        );
+        let hi = _mm512_or_si512(
+            _mm512_slli_epi32(_mm512_srli_epi32(n, 4), 2),
+            _mm512_srli_epi32(b, 6),
+        );
+        *mn = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+    }
+    (scv, mnv)
+}
+
+/// Sub-block `s`'s 6-bit scale of each lane (a Q4_K/Q5_K super-block of two groups at `p0`,
+/// `p1`): [`q45k_scales`]'s `scv[s]` alone.
+///
+/// # Safety
+/// As [`q45k_scales`].
+#[inline(always)]
+pub(super) unsafe fn q45k_scale(p0: *const u8, p1: *const u8, s: usize) -> __m512i {
+    let (a, b) = (
+        _mm_loadl_epi64(p0.add(K_SC + 8 * s).cast()),
+        _mm_loadl_epi64(p1.add(K_SC + 8 * s).cast()),
+    );
+    _mm512_and_si512(
+        _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(a, b)),
+        _mm512_set1_epi32(0x3F),
+    )
+}
+
+/// Sub-block `s` of a Q4_K (`FIVE` false) or Q5_K super-block for two groups, as unsigned
+/// bytes ready for the byte products: lane `l` (row `l` of the pair) of `wv[2u]` holds values
+/// `4u..4u + 4`, of `wv[2u + 1]` values `16 + 4u..16 + 4u + 4`.
+///
+/// # Safety
+/// AVX-512 F/BW must be present; `p0`/`p1` must cover a group-block.
+#[inline(always)]
+pub(super) unsafe fn q45k_weights<const FIVE: bool>(
+    p0: *const u8,
+    p1: *const u8,
+    s: usize,
+) -> [__m512i; 8] {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let b4 = _mm512_set1_epi8(0x10);
+    let (q0, q1) = (p0.add(K_Q + 128 * s), p1.add(K_Q + 128 * s));
+    let hb = if FIVE {
+        both(p0.add(K_Q5H + 32 * s), p1.add(K_Q5H + 32 * s))
+    } else {
+        _mm512_setzero_si512()
+    };
+    // Fifth bit of value 4k + j: bit k of byte j, moved to bit 4.
+    let fifth = |k: usize| {
+        let v = match k {
+            0 => _mm512_slli_epi16(hb, 4),
+            1 => _mm512_slli_epi16(hb, 3),
+            2 => _mm512_slli_epi16(hb, 2),
+            3 => _mm512_slli_epi16(hb, 1),
+            4 => hb,
+            5 => _mm512_srli_epi16(hb, 1),
+            6 => _mm512_srli_epi16(hb, 2),
+            _ => _mm512_srli_epi16(hb, 3),
+        };
+        _mm512_and_si512(v, b4)
+    };
+    let mut wv = [_mm512_setzero_si512(); 8];
+    for u in 0..4 {
+        let v = both(q0.add(32 * u), q1.add(32 * u));
+        wv[2 * u] = _mm512_and_si512(v, m4);
+        wv[2 * u + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        if FIVE {
+            wv[2 * u] = _mm512_or_si512(wv[2 * u], fifth(u));
+            wv[2 * u + 1] = _mm512_or_si512(wv[2 * u + 1], fifth(4 + u));
+        }
+    }
+    wv
+}
+
+/// A Q4_K/Q5_K super-block's float steps for one row: from the scaled integer sums `isum`
+/// (Σ_s sc_s·Σ q_w·q_x per lane), the mins term from the row's 32-value sums and `mnv`, then
+/// `acc += d_x·(d·isum − dmin·mins)`, in the 256-bit kernel's order.
+///
+/// # Safety
+/// AVX-512 F/BW and AVX2 must be present; `xr` must hold super-block `sb`'s sums and scale.
+#[inline(always)]
+pub(super) unsafe fn q45k_finish(
+    xr: &QRow<'_>,
+    sb: usize,
+    (dw, dmin): (__m512, __m512),
+    mnv: &[__m512i; 4],
+    isum: __m512i,
+    acc: &mut __m512,
+) {
+    // Which 32-bit word of the paired 32-value sums holds sub-blocks 2p, 2p + 1.
+    let pick = [0, 1, 4, 5].map(|k| _mm256_set1_epi32(k));
+    // The 32-value sums S_s (at most 32·127) as i16: words [S0 S1 S2 S3 ..| S4 .. S7 ..].
+    let s16 = _mm256_loadu_si256(xr.sum16.as_ptr().add(16 * sb).cast());
+    let sums = _mm256_hadd_epi16(s16, s16);
+    let mut mins = _mm512_setzero_si512();
+    for (mn, k) in mnv.iter().zip(&pick) {
+        let pair = _mm512_broadcast_i64x4(_mm256_permutevar8x32_epi32(sums, *k));
+        mins = _mm512_add_epi32(mins, _mm512_madd_epi16(*mn, pair));
+    }
+    let dx = _mm512_set1_ps(*xr.d.get_unchecked(sb));
+    let t = _mm512_sub_ps(
+        _mm512_mul_ps(dw, _mm512_cvtepi32_ps(isum)),
+        _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mins)),
+    );
+    *acc = _mm512_add_ps(*acc, _mm512_mul_ps(dx, t));
+}
+
 /// `packed_avx2::group_q45k` (with `V`) for two Q4_K (`FIVE` false) or Q5_K groups at once:
 /// per 32-value sub-block, eight `vpdpbusd` on 512-bit vectors sum both groups' products per
 /// row, one 32-bit multiply applies each lane's scale; the mins term, the super-block's float
@@ -151,13 +287,7 @@ pub(super) unsafe fn group_pair_q45k<const FIVE: bool>(
     acc: &mut [__m512; MAX_ROWS],
 ) {
     let gb = layout(if FIVE { 5 } else { 4 }).0;
-    let m4 = _mm512_set1_epi8(0x0F);
-    let b4 = _mm512_set1_epi8(0x10);
-    let m6 = _mm512_set1_epi32(0x3F);
-    let n4 = _mm512_set1_epi32(0x0F);
     let zero = _mm512_setzero_si512();
-    // Which 32-bit word of the activations' paired 32-value sums holds sub-blocks 2p, 2p + 1.
-    let pick = [0, 1, 4, 5].map(|k| _mm256_set1_epi32(k));
     let rows = x.len().min(MAX_ROWS);
     for a in acc[..rows].iter_mut() {
         *a = _mm512_setzero_ps();
@@ -165,68 +295,12 @@ pub(super) unsafe fn group_pair_q45k<const FIVE: bool>(
     let mut isum = [zero; MAX_ROWS];
     for sb in 0..sblocks {
         let (p0, p1) = (g0.add(sb * gb), g1.add(sb * gb));
-        // 8 bytes of each group at `at`, widened to 16 i32 lanes.
-        let bytes = |at: usize| {
-            let (a, b) = (
-                _mm_loadl_epi64(p0.add(at).cast()),
-                _mm_loadl_epi64(p1.add(at).cast()),
-            );
-            _mm512_cvtepu8_epi32(_mm_unpacklo_epi64(a, b))
-        };
-        // Per lane: each sub-block's scale; per pair of sub-blocks the two mins in the two
-        // 16-bit halves (low 2 bits from the scale bytes' top, high 4 from a nibble).
-        let mut scv = [zero; 8];
-        let mut mnv = [zero; 4];
-        for (pr, mn) in mnv.iter_mut().enumerate() {
-            let (a, b) = (bytes(K_SC + 16 * pr), bytes(K_SC + 16 * pr + 8));
-            scv[2 * pr] = _mm512_and_si512(a, m6);
-            scv[2 * pr + 1] = _mm512_and_si512(b, m6);
-            let n = bytes(K_MN + 8 * pr);
-            let lo = _mm512_or_si512(
-                _mm512_slli_epi32(_mm512_and_si512(n, n4), 2),
-                _mm512_srli_epi32(a, 6),
-            );
-            let hi = _mm512_or_si512(
-                _mm512_slli_epi32(_mm512_srli_epi32(n, 4), 2),
-                _mm512_srli_epi32(b, 6),
-            );
-            *mn = _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
-        }
+        let (scv, mnv) = q45k_scales(p0, p1);
         for a in isum[..rows].iter_mut() {
             *a = zero;
         }
         for (s, sc) in scv.iter().enumerate() {
-            let (q0, q1) = (p0.add(K_Q + 128 * s), p1.add(K_Q + 128 * s));
-            let hb = if FIVE {
-                both(p0.add(K_Q5H + 32 * s), p1.add(K_Q5H + 32 * s))
-            } else {
-                zero
-            };
-            // Fifth bit of value 4k + j: bit k of byte j, moved to bit 4.
-            let fifth = |k: usize| {
-                let v = match k {
-                    0 => _mm512_slli_epi16(hb, 4),
-                    1 => _mm512_slli_epi16(hb, 3),
-                    2 => _mm512_slli_epi16(hb, 2),
-                    3 => _mm512_slli_epi16(hb, 1),
-                    4 => hb,
-                    5 => _mm512_srli_epi16(hb, 1),
-                    6 => _mm512_srli_epi16(hb, 2),
-                    _ => _mm512_srli_epi16(hb, 3),
-                };
-                _mm512_and_si512(v, b4)
-            };
-            // wv[2u]: values 4u + j, wv[2u + 1]: values 16 + 4u + j.
-            let mut wv = [zero; 8];
-            for u in 0..4 {
-                let v = both(q0.add(32 * u), q1.add(32 * u));
-                wv[2 * u] = _mm512_and_si512(v, m4);
-                wv[2 * u + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
-                if FIVE {
-                    wv[2 * u] = _mm512_or_si512(wv[2 * u], fifth(u));
-                    wv[2 * u + 1] = _mm512_or_si512(wv[2 * u + 1], fifth(4 + u));
-                }
-            }
+            let wv = q45k_weights::<FIVE>(p0, p1, s);
             for r in 0..rows {
                 let xq = x.get_unchecked(r).q.as_ptr().add(256 * sb + 32 * s);
                 let x4 = |k: usize| _mm512_set1_epi32(xq.add(k).cast::<i32>().read_unaligned());
@@ -240,25 +314,16 @@ pub(super) unsafe fn group_pair_q45k<const FIVE: bool>(
                 *a = _mm512_add_epi32(*a, i);
             }
         }
-        let dw = halves(p0, p1);
-        let dmin = halves(p0.add(K_DMIN), p1.add(K_DMIN));
+        let scales = (halves(p0, p1), halves(p0.add(K_DMIN), p1.add(K_DMIN)));
         for r in 0..rows {
-            let xr = x.get_unchecked(r);
-            // The 32-value sums S_s (at most 32·127) as i16: words [S0 S1 S2 S3 ..| S4 .. S7 ..].
-            let s16 = _mm256_loadu_si256(xr.sum16.as_ptr().add(16 * sb).cast());
-            let sums = _mm256_hadd_epi16(s16, s16);
-            let mut mins = zero;
-            for (mn, k) in mnv.iter().zip(&pick) {
-                let pair = _mm512_broadcast_i64x4(_mm256_permutevar8x32_epi32(sums, *k));
-                mins = _mm512_add_epi32(mins, _mm512_madd_epi16(*mn, pair));
-            }
-            let dx = _mm512_set1_ps(*xr.d.get_unchecked(sb));
-            let t = _mm512_sub_ps(
-                _mm512_mul_ps(dw, _mm512_cvtepi32_ps(*isum.get_unchecked(r))),
-                _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(mins)),
+            q45k_finish(
+                x.get_unchecked(r),
+                sb,
+                scales,
+                &mnv,
+                *isum.get_unchecked(r),
+                acc.get_unchecked_mut(r),
             );
-            let a = acc.get_unchecked_mut(r);
-            *a = _mm512_add_ps(*a, _mm512_mul_ps(dx, t));
         }
     }
 }
