@@ -91,6 +91,26 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
+/// Configures tiles `0..shapes.len()` as `(bytes per row, rows)`; the others stay unused (an
+/// unused tile must have neither rows nor bytes, or `ldtilecfg` faults).
+///
+/// # Safety
+/// [`available`] must be true; every shape must fit a tile (at most 64 bytes × 16 rows).
+#[inline(always)]
+unsafe fn configure(shapes: impl Iterator<Item = (u16, u8)>) {
+    let mut cfg = TileConfig {
+        palette: 1,
+        start_row: 0,
+        _reserved: [0; 14],
+        colsb: [0; 16],
+        rows: [0; 16],
+    };
+    for (t, (colsb, rows)) in shapes.take(16).enumerate() {
+        (cfg.colsb[t], cfg.rows[t]) = (colsb, rows);
+    }
+    asm!("ldtilecfg [{}]", in(reg) &cfg, options(nostack, readonly));
+}
+
 /// A 64-byte aligned scratch buffer.
 #[repr(C, align(64))]
 struct Aligned<const N: usize>([u8; N]);
@@ -196,17 +216,7 @@ unsafe fn span_q8_0<F>(
     let m = x.len();
     let (gb, head) = layout(Q8_0);
     let gbytes = blocks * gb;
-    let mut cfg = TileConfig {
-        palette: 1,
-        start_row: 0,
-        _reserved: [0; 14],
-        colsb: [0; 16],
-        rows: [0; 16],
-    };
-    for t in 0..6 {
-        (cfg.colsb[t], cfg.rows[t]) = tile_shape(t, m);
-    }
-    asm!("ldtilecfg [{}]", in(reg) &cfg, options(nostack, readonly));
+    configure((0..6).map(|t| tile_shape(t, m)));
     // The flat stream of (pair of groups, block) steps j: step j's B tile is built AHEAD steps
     // before its product (into a ring of RING buffers), because a tile load of bytes still in
     // the store buffer waits for them to reach the cache (about 60 cycles, measured); its
@@ -304,18 +314,7 @@ unsafe fn span_q45k<const FIVE: bool, F>(
     let gbytes = sblocks * gb;
     // Tiles: 0, 1 C_hi, C_lo (m × 16 i32); 2, 3 A (m × 64 activation bytes, by parity); 4, 5
     // and 6, 7 B_hi, B_lo (16 × 64 weight bytes, by parity).
-    let mut cfg = TileConfig {
-        palette: 1,
-        start_row: 0,
-        _reserved: [0; 14],
-        colsb: [0; 16],
-        rows: [0; 16],
-    };
-    // (An unused tile must have neither rows nor bytes, or `ldtilecfg` faults.)
-    cfg.colsb[..8].fill(64);
-    cfg.rows[..4].fill(m as u8);
-    cfg.rows[4..8].fill(16);
-    asm!("ldtilecfg [{}]", in(reg) &cfg, options(nostack, readonly));
+    configure((0..8).map(|t| (64, if t < 4 { m as u8 } else { 16 })));
     // Step q of a pair covers sub-blocks 2h, 2h + 1 (h = q % 4) of super-block q / 4. Its B
     // tiles are built AHEAD steps before its product, into a ring of RING buffers (B_hi at 0,
     // B_lo at 1024), for the reason [`span_q8_0`] gives.
