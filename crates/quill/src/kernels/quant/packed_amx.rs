@@ -168,26 +168,19 @@ pub(super) unsafe fn span<F>(
 {
     use super::packed_avx2::span_vnni;
     let g = groups / 2 * 2;
-    let (k, gb) = match dtype {
-        DType::Q4K => {
-            span_q45k::<false, F>(x, stride, w, blocks, g / 2, emit);
-            (4, layout(4).0)
-        }
-        DType::Q5K => {
-            span_q45k::<true, F>(x, stride, w, blocks, g / 2, emit);
-            (5, layout(5).0)
-        }
-        _ => {
-            span_q8_0(x, stride, w, blocks, g / 2, emit);
-            (Q8_0, layout(Q8_0).0)
-        }
-    };
+    match dtype {
+        DType::Q4K => span_q45k::<false, F>(x, stride, w, blocks, g / 2, emit),
+        DType::Q5K => span_q45k::<true, F>(x, stride, w, blocks, g / 2, emit),
+        _ => span_q8_0(x, stride, w, blocks, g / 2, emit),
+    }
     if g < groups {
-        let (off, at) = (g * LANES, w.add(g * blocks * gb));
+        // A group is `LANES` rows of `blocks` blocks, the bytes of the rows it interleaves.
+        let at = w.add(g * LANES * blocks * dtype.block_bytes());
+        let off = g * LANES;
         let mut e = |r, o, v| emit(r, off + o, v);
-        match k {
-            4 => span_vnni::<4, _>(x, at, blocks, groups - g, &mut e),
-            5 => span_vnni::<5, _>(x, at, blocks, groups - g, &mut e),
+        match dtype {
+            DType::Q4K => span_vnni::<4, _>(x, at, blocks, groups - g, &mut e),
+            DType::Q5K => span_vnni::<5, _>(x, at, blocks, groups - g, &mut e),
             _ => span_vnni::<Q8_0, _>(x, at, blocks, groups - g, &mut e),
         }
     }
