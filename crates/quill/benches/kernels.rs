@@ -150,9 +150,10 @@ fn attention_decode_step<const F16: bool>(bencher: Bencher, positions: usize) {
         .bench_local(|| quill::kernels::attention(black_box(&seq), nh, hd, &mut scores, &mut out));
 }
 
-/// GPT-2's tied output head, [50257, 768]: larger than the caches, so the weights stream from
-/// DRAM as in a whole decode step (where every matrix has left the cache by its next use).
-#[divan::bench(args = ["f32", "f16", "q4_0", "q6_k", "q6_k-rows"], consts = [1, 8], sample_count = 20)]
+/// GPT-2's tied output head, [50257, 768]: larger than L2 (and than L3 on most machines; the
+/// AMX Xeon's is 480 MB), so the weights stream from the outer levels as in a whole decode step
+/// (where every matrix has left L2 by its next use).
+#[divan::bench(args = ["f32", "f16", "q8_0", "q4_0", "q6_k", "q6_k-rows"], consts = [1, 8], sample_count = 20)]
 fn matmul_head<const ROWS: usize>(bencher: Bencher, storage: &str) {
     const VOCAB: usize = 50257;
     let v = values(VOCAB * IN, 9);
@@ -171,13 +172,22 @@ fn matmul_head<const ROWS: usize>(bencher: Bencher, storage: &str) {
                 bf16: false,
             },
         },
-        "q4_0" => {
+        "q8_0" | "q4_0" => {
+            let dtype = if storage == "q8_0" {
+                DType::Q8_0
+            } else {
+                DType::Q4_0
+            };
             let mut bytes = Vec::new();
             for row in v.chunks_exact(IN) {
-                quant::quantize_row_q4_0(row, &mut bytes);
+                if dtype == DType::Q8_0 {
+                    quant::quantize_row_q8_0(row, &mut bytes);
+                } else {
+                    quant::quantize_row_q4_0(row, &mut bytes);
+                }
             }
             let b = Bytes::Owned(Arc::new(bytes));
-            let part = QuantPart::new(DType::Q4_0, VOCAB, IN, &b, 0).expect("whole blocks");
+            let part = QuantPart::new(dtype, VOCAB, IN, &b, 0).expect("whole blocks");
             Matrix::quantized(QuantMatrix::new(IN, vec![part]))
         }
         // llama-quantize's choice for a tied GPT-2 head in its 4- and 5-bit files.

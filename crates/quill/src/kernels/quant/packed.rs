@@ -285,7 +285,7 @@ pub(crate) fn span(
     #[cfg(target_arch = "x86_64")]
     if crate::kernels::simd::has_avx2_f16c() && fits(super::packed_avx2::MAX_ROWS) {
         use super::packed_amx as amx;
-        if amx::takes_format(dtype) && amx::available() {
+        if amx::takes_format(dtype) && x.len() >= amx::min_rows(dtype) && amx::available() {
             if let Some(stride) = amx::takes(x) {
                 // SAFETY: AMX (with AVX-512 VNNI) is present and granted; `fits` checked the
                 // lengths, `takes` the rows' common stride.
@@ -421,7 +421,7 @@ mod tests {
             let cols = if be == 32 { 96 } else { 512 };
             let rb = cols / be * bb;
             // Extreme: every quant byte at its largest magnitude (nibbles 15, bytes −128, six-bit
-            // values 63 with scales −128) against activations ±127, the bound of the 16-bit
+            // values 63 with scales −128 and 127) against activations ±127, the bound of the 16-bit
             // partial sums.
             let fill = |i: usize| match (extreme, dtype) {
                 (false, _) => (i * 73 % 251) as u8,
@@ -432,7 +432,11 @@ mod tests {
             for blk in src.chunks_exact_mut(bb) {
                 if dtype == DType::Q6K {
                     if extreme {
-                        blk[192..208].fill(0x80);
+                        // Scales −128 and 127 by turns: every digit of the AMX kernel's at its
+                        // bound.
+                        for (i, sc) in blk[192..208].iter_mut().enumerate() {
+                            *sc = [0x80, 0x7F][i % 2];
+                        }
                     }
                     blk[208..210].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
                     continue;

@@ -1,6 +1,6 @@
 //! Intel AMX kernels over interleaved groups ([`super::packed`]) for batches and prefill: the
 //! integer dot products of up to 16 activation rows against two groups (16 weight rows) run on
-//! the tile unit, for Q8_0 and for the K-quants Q4_K and Q5_K.
+//! the tile unit, for Q8_0 and for the K-quants Q4_K, Q5_K and Q6_K.
 //!
 //! **Q8_0** ([`span_q8_0`]): a block's products are one `tdpbssd`, instead of 8 `vpdpbusd` per
 //! row. The interleaved layout is nearly AMX's operand layout: a Q8_0 group-block's quant bytes
@@ -22,8 +22,12 @@
 //! `hi·q` and `lo·q` in unsigned bytes, so the scales go into two B tiles and a super-block's
 //! sums accumulate inside two C tiles (`tdpbsud`, 64 values per product), stored once per
 //! super-block. Same machine and method: Q4_K_M prefill 1680–1713 → 2049–2054 tokens/s,
-//! Q5_K_M 1546–1621 → 1985–2047, batch 16 +17–23%. (Q6_K, with signed 8-bit scales over
-//! 16-value sub-blocks, stays on VNNI.)
+//! Q5_K_M 1546–1621 → 1985–2047, batch 16 +17–23%.
+//!
+//! **Q6_K** ([`q6k`]): signed 8-bit scales over 16-value sub-blocks, too wide to split into
+//! two digits. Each value times its scale, less the −32 offset, is a 16-bit product; its low
+//! and high bytes make two B tiles (`tdpbsud`, `tdpbssd`), and the super-block's sums again
+//! accumulate inside two C tiles. From 6 rows ([`min_rows`]).
 //!
 //! The tiles' instructions are written as `asm!` (Rust's AMX intrinsics and target features are
 //! not stable); the assembler knows the mnemonics. Linux hands out the tile state only on
@@ -38,6 +42,8 @@ use super::packed::{K_DMIN, LANES};
 use super::packed_avx2::{layout, MAX_ROWS};
 use super::packed_avx512::{emit_pair, halves, q45k_finish, q45k_scale, q45k_scales, q45k_weights};
 use crate::tensor::DType;
+
+mod q6k;
 
 /// Q8_0 in [`super::packed_avx2`]'s kernel numbering.
 const Q8_0: u8 = 0;
@@ -140,10 +146,28 @@ pub(super) fn takes(x: &[QRow<'_>]) -> Option<usize> {
     (uniform && stride >= x[0].q.len()).then_some(stride)
 }
 
-/// Whether the AMX kernels take `dtype`: Q8_0 (signed weights) and Q4_K / Q5_K (unsigned,
-/// with their integer scale per 32-value sub-block applied to each product's sums).
+/// The fewest activation rows for which [`packed::span`](super::packed::span) takes the AMX
+/// kernel of `dtype` (one of [`takes_format`]). Q6_K's B tiles cost the most to build (two
+/// 16-bit products per 64 weight bytes), the same at any row count, so below 6 rows its VNNI
+/// kernel is faster. Measured on the AVX-512 + AMX Xeon, `quill bench --prompt-tokens 8
+/// --gen-tokens 32 --batch 2,4,6,8` on GPT-2 Q4_K_M (Q4_K and Q6_K matrices) with the limits
+/// set in turn, two rounds: batch 2 272–289 tokens/s with Q6_K on AMX, 301–314 without; batch
+/// 4 448–457 with, 475–495 without; batch 6 level (595–608, 601–602). Q8_0, Q4_K and Q5_K
+/// take AMX from 2 rows: in the same runs with weights streaming from memory the tiles were
+/// level or ahead at every row count (Q4_K_M batch 2 313–321 with Q4_K on AMX, 300–315
+/// without; q8_0 batch 4 485–509 against 431–451).
+pub(super) fn min_rows(dtype: DType) -> usize {
+    match dtype {
+        DType::Q6K => 6,
+        _ => 2,
+    }
+}
+
+/// Whether the AMX kernels take `dtype`: Q8_0 (signed weights), Q4_K / Q5_K (unsigned, with
+/// their integer scale per 32-value sub-block folded into the weights) and Q6_K (each value
+/// times its 16-value sub-block's scale, as two bytes).
 pub(super) fn takes_format(dtype: DType) -> bool {
-    matches!(dtype, DType::Q8_0 | DType::Q4K | DType::Q5K)
+    matches!(dtype, DType::Q8_0 | DType::Q4K | DType::Q5K | DType::Q6K)
 }
 
 /// `groups` interleaved groups of `dtype` ([`takes_format`]) at `w` against the rows `x`
@@ -171,6 +195,7 @@ pub(super) unsafe fn span<F>(
     match dtype {
         DType::Q4K => span_q45k::<false, F>(x, stride, w, blocks, g / 2, emit),
         DType::Q5K => span_q45k::<true, F>(x, stride, w, blocks, g / 2, emit),
+        DType::Q6K => q6k::span(x, stride, w, blocks, g / 2, emit),
         _ => span_q8_0(x, stride, w, blocks, g / 2, emit),
     }
     if g < groups {
@@ -181,6 +206,7 @@ pub(super) unsafe fn span<F>(
         match dtype {
             DType::Q4K => span_vnni::<4, _>(x, at, blocks, groups - g, &mut e),
             DType::Q5K => span_vnni::<5, _>(x, at, blocks, groups - g, &mut e),
+            DType::Q6K => span_vnni::<3, _>(x, at, blocks, groups - g, &mut e),
             _ => span_vnni::<Q8_0, _>(x, at, blocks, groups - g, &mut e),
         }
     }

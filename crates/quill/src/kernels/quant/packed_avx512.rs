@@ -328,6 +328,101 @@ pub(super) unsafe fn group_pair_q45k<const FIVE: bool>(
     }
 }
 
+/// Sub-block `s`'s (16 values) scales of a Q6_K super-block of two groups (at `p0`, `p1`), as
+/// 16 sign-extended i32 lanes (group 0's rows in lanes 0..8).
+///
+/// # Safety
+/// AVX-512 F must be present; `p0`/`p1` must cover a Q6_K group-block.
+#[inline(always)]
+pub(super) unsafe fn q6k_scale(p0: *const u8, p1: *const u8, s: usize) -> __m512i {
+    let at = Q6_SCALES + 8 * s;
+    let (a, b) = (
+        _mm_loadl_epi64(p0.add(at).cast()),
+        _mm_loadl_epi64(p1.add(at).cast()),
+    );
+    _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(a, b))
+}
+
+/// Sub-block `s`'s six-bit values (0..64) of a Q6_K super-block of two groups, as four vectors:
+/// vector `k` holds values `16s + 4k..16s + 4k + 4` of each of the 16 rows (4 bytes per
+/// 32-bit lane, group 0's rows in lanes 0..8), the layout of an AMX B tile row.
+///
+/// # Safety
+/// AVX-512 F/BW must be present; `p0`/`p1` must cover a Q6_K group-block.
+#[inline(always)]
+pub(super) unsafe fn q6k_weights(p0: *const u8, p1: *const u8, s: usize) -> [__m512i; 4] {
+    let m4 = _mm512_set1_epi8(0x0F);
+    let m30 = _mm512_set1_epi8(0x30);
+    let lo0 = both(p0.add(Q6_LOW + 64 * s), p1.add(Q6_LOW + 64 * s));
+    let lo1 = both(p0.add(Q6_LOW + 64 * s + 32), p1.add(Q6_LOW + 64 * s + 32));
+    let hb = both(p0.add(Q6_HIGH + 32 * s), p1.add(Q6_HIGH + 32 * s));
+    // Values 16s + 4m + j: low bits from a nibble, bits 4..6 from bits 2m.. of `hb`.
+    [
+        _mm512_or_si512(
+            _mm512_and_si512(lo0, m4),
+            _mm512_and_si512(_mm512_slli_epi16(hb, 4), m30),
+        ),
+        _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16(lo0, 4), m4),
+            _mm512_and_si512(_mm512_slli_epi16(hb, 2), m30),
+        ),
+        _mm512_or_si512(_mm512_and_si512(lo1, m4), _mm512_and_si512(hb, m30)),
+        _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16(lo1, 4), m4),
+            _mm512_and_si512(_mm512_srli_epi16(hb, 2), m30),
+        ),
+    ]
+}
+
+/// A Q6_K super-block's scales for the −32 offset: vector `pair` holds each lane's scales of
+/// sub-blocks `2·pair` and `2·pair + 1` as the 16-bit halves of its 32-bit word.
+///
+/// # Safety
+/// AVX-512 F must be present; `p0`/`p1` must cover a Q6_K group-block.
+#[inline(always)]
+pub(super) unsafe fn q6k_pair_scales(p0: *const u8, p1: *const u8) -> [__m512i; 8] {
+    let m16 = _mm512_set1_epi32(0xFFFF);
+    std::array::from_fn(|pair| {
+        let (s, t) = (q6k_scale(p0, p1, 2 * pair), q6k_scale(p0, p1, 2 * pair + 1));
+        _mm512_or_si512(_mm512_and_si512(s, m16), _mm512_slli_epi32(t, 16))
+    })
+}
+
+/// Row `x`'s −32 offset term for Q6_K super-block `sb` of two groups: per lane
+/// `Σ_s sc_s·Σ_{i∈s} x_i`, from the activations' 16-value sums (`st` from
+/// [`q6k_pair_scales`]).
+///
+/// # Safety
+/// AVX-512 F/BW must be present; `x` must have super-block `sb`'s sums.
+#[inline(always)]
+pub(super) unsafe fn q6k_corr(x: &QRow<'_>, sb: usize, st: &[__m512i; 8]) -> __m512i {
+    let sums = x.sum16.as_ptr().add(16 * sb);
+    let mut corr = _mm512_setzero_si512();
+    for (pair, v) in st.iter().enumerate() {
+        let sw = _mm512_set1_epi32(sums.add(2 * pair).cast::<i32>().read_unaligned());
+        corr = _mm512_add_epi32(corr, _mm512_madd_epi16(*v, sw));
+    }
+    corr
+}
+
+/// Row `x`'s float step for Q6_K super-block `sb` of two groups, from its exact integer
+/// `total` = `Σ_s sc_s·Σ_{i∈s} (q_i − 32)·x_i` per lane: `acc += (d_w·d_x)·total`.
+///
+/// # Safety
+/// AVX-512 F must be present; `x` must have super-block `sb`'s scale.
+#[inline(always)]
+pub(super) unsafe fn q6k_finish(
+    x: &QRow<'_>,
+    sb: usize,
+    dw: __m512,
+    total: __m512i,
+    acc: &mut __m512,
+) {
+    let dx = _mm512_set1_ps(*x.d.get_unchecked(sb));
+    let t = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(total));
+    *acc = _mm512_add_ps(*acc, t);
+}
+
 /// `packed_avx2::group_q6k` (with `V`) for two Q6_K groups at once: per 16-value sub-block,
 /// four `vpdpbusd` on 512-bit vectors and one 32-bit multiply by each lane's scale; the −32
 /// offset from the activations' 16-value sums, two sub-blocks per `madd`; the super-block's
@@ -345,85 +440,35 @@ pub(super) unsafe fn group_pair_q6k(
     acc: &mut [__m512; MAX_ROWS],
 ) {
     let gb = layout(3).0;
-    let m4 = _mm512_set1_epi8(0x0F);
-    let m30 = _mm512_set1_epi8(0x30);
-    let m16 = _mm512_set1_epi32(0xFFFF);
     let zero = _mm512_setzero_si512();
     let rows = x.len().min(MAX_ROWS);
     for a in acc[..rows].iter_mut() {
         *a = _mm512_setzero_ps();
     }
     let mut isum = [zero; MAX_ROWS];
-    let mut corr = [zero; MAX_ROWS];
     for sb in 0..sblocks {
         let (p0, p1) = (g0.add(sb * gb), g1.add(sb * gb));
-        for r in 0..rows {
-            isum[r] = zero;
-            corr[r] = zero;
-        }
-        // Sub-block `s`'s scales of both groups' rows as 16 i32 lanes.
-        let scale = |s: usize| {
-            let at = Q6_SCALES + 8 * s;
-            let (a, b) = (
-                _mm_loadl_epi64(p0.add(at).cast()),
-                _mm_loadl_epi64(p1.add(at).cast()),
-            );
-            _mm512_cvtepi8_epi32(_mm_unpacklo_epi64(a, b))
-        };
-        for pair in 0..8 {
-            let sc32 = [scale(2 * pair), scale(2 * pair + 1)];
-            // Per lane the two scales (s, t) as the 16-bit halves of its 32-bit word.
-            let st = _mm512_or_si512(
-                _mm512_and_si512(sc32[0], m16),
-                _mm512_slli_epi32(sc32[1], 16),
-            );
-            for (h, sc) in sc32.iter().enumerate() {
-                let s = 2 * pair + h;
-                let lo0 = both(p0.add(Q6_LOW + 64 * s), p1.add(Q6_LOW + 64 * s));
-                let lo1 = both(p0.add(Q6_LOW + 64 * s + 32), p1.add(Q6_LOW + 64 * s + 32));
-                let hb = both(p0.add(Q6_HIGH + 32 * s), p1.add(Q6_HIGH + 32 * s));
-                // Values 16s + 4m + j: low bits from a nibble, bits 4..6 from bits 2m.. of `hb`.
-                let w = [
-                    _mm512_or_si512(
-                        _mm512_and_si512(lo0, m4),
-                        _mm512_and_si512(_mm512_slli_epi16(hb, 4), m30),
-                    ),
-                    _mm512_or_si512(
-                        _mm512_and_si512(_mm512_srli_epi16(lo0, 4), m4),
-                        _mm512_and_si512(_mm512_slli_epi16(hb, 2), m30),
-                    ),
-                    _mm512_or_si512(_mm512_and_si512(lo1, m4), _mm512_and_si512(hb, m30)),
-                    _mm512_or_si512(
-                        _mm512_and_si512(_mm512_srli_epi16(lo1, 4), m4),
-                        _mm512_and_si512(_mm512_srli_epi16(hb, 2), m30),
-                    ),
-                ];
-                for r in 0..rows {
-                    let xq = x.get_unchecked(r).q.as_ptr().add(256 * sb + 16 * s);
-                    let x4 = |k: usize| _mm512_set1_epi32(xq.add(k).cast::<i32>().read_unaligned());
-                    let d0 = _mm512_dpbusd_epi32(zero, w[0], x4(0));
-                    let d1 = _mm512_dpbusd_epi32(zero, w[1], x4(4));
-                    let d0 = _mm512_dpbusd_epi32(d0, w[2], x4(8));
-                    let d1 = _mm512_dpbusd_epi32(d1, w[3], x4(12));
-                    let i = _mm512_mullo_epi32(_mm512_add_epi32(d0, d1), *sc);
-                    let a = isum.get_unchecked_mut(r);
-                    *a = _mm512_add_epi32(*a, i);
-                }
-            }
+        isum[..rows].fill(zero);
+        for s in 0..16 {
+            let sc = q6k_scale(p0, p1, s);
+            let w = q6k_weights(p0, p1, s);
             for r in 0..rows {
-                let sums = x.get_unchecked(r).sum16.as_ptr().add(16 * sb + 2 * pair);
-                let sw = _mm512_set1_epi32(sums.cast::<i32>().read_unaligned());
-                let c = corr.get_unchecked_mut(r);
-                *c = _mm512_add_epi32(*c, _mm512_madd_epi16(st, sw));
+                let xq = x.get_unchecked(r).q.as_ptr().add(256 * sb + 16 * s);
+                let x4 = |k: usize| _mm512_set1_epi32(xq.add(k).cast::<i32>().read_unaligned());
+                let d0 = _mm512_dpbusd_epi32(zero, w[0], x4(0));
+                let d1 = _mm512_dpbusd_epi32(zero, w[1], x4(4));
+                let d0 = _mm512_dpbusd_epi32(d0, w[2], x4(8));
+                let d1 = _mm512_dpbusd_epi32(d1, w[3], x4(12));
+                let i = _mm512_mullo_epi32(_mm512_add_epi32(d0, d1), sc);
+                let a = isum.get_unchecked_mut(r);
+                *a = _mm512_add_epi32(*a, i);
             }
         }
+        let st = q6k_pair_scales(p0, p1);
         let dw = halves(p0, p1);
-        for r in 0..rows {
-            let total = _mm512_sub_epi32(isum[r], _mm512_slli_epi32(corr[r], 5));
-            let dx = _mm512_set1_ps(*x.get_unchecked(r).d.get_unchecked(sb));
-            let t = _mm512_mul_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(total));
-            let a = acc.get_unchecked_mut(r);
-            *a = _mm512_add_ps(*a, t);
+        for ((xr, i), a) in x.iter().zip(&isum).zip(acc.iter_mut()) {
+            let total = _mm512_sub_epi32(*i, _mm512_slli_epi32(q6k_corr(xr, sb, &st), 5));
+            q6k_finish(xr, sb, dw, total, a);
         }
     }
 }
