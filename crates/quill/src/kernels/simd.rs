@@ -85,7 +85,7 @@ pub fn describe() -> &'static str {
         Level::Portable => "portable",
         #[cfg(target_arch = "x86_64")]
         Level::Avx2Fma if has_vnni() && super::quant::has_amx() => {
-            "avx2+fma, avx512 float tiles, avx512-vnni, amx-int8 (q8_0, q4_k, q5_k batches)"
+            "avx2+fma, avx512 float tiles, avx512-vnni, amx-int8 (q8_0, q4_k, q5_k, q6_k batches)"
         }
         #[cfg(target_arch = "x86_64")]
         Level::Avx2Fma if has_vnni() => "avx2+fma, avx512 float tiles, avx512-vnni",
