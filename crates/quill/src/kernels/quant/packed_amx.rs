@@ -17,14 +17,14 @@
 //! they stay there. Per step the tile work (about 25 cycles: loads, product, the C tile's
 //! store) and the 16 rows' float steps (about 30) do not overlap.
 //!
-//! **Q4_K / Q5_K** ([`span_q45k`]): their float steps come once per 256-value super-block, but
+//! **Q4_K / Q5_K** ([`Q45`], run by [`span_sblocks`]): their float steps come once per 256-value super-block, but
 //! each 32-value sub-block has its own integer scale. Splitting the scale as `8·hi + lo` keeps
 //! `hi·q` and `lo·q` in unsigned bytes, so the scales go into two B tiles and a super-block's
 //! sums accumulate inside two C tiles (`tdpbsud`, 64 values per product), stored once per
 //! super-block. Same machine and method: Q4_K_M prefill 1680–1713 → 2049–2054 tokens/s,
 //! Q5_K_M 1546–1621 → 1985–2047, batch 16 +17–23%.
 //!
-//! **Q6_K** ([`q6k`]): signed 8-bit scales over 16-value sub-blocks, too wide to split into
+//! **Q6_K** ([`q6k`], run by [`span_sblocks`] too): signed 8-bit scales over 16-value sub-blocks, too wide to split into
 //! two digits. Each value times its scale, less the −32 offset, is a 16-bit product; its low
 //! and high bytes make two B tiles (`tdpbsud`, `tdpbssd`), and the super-block's sums again
 //! accumulate inside two C tiles. From 6 rows ([`min_rows`]).
@@ -193,9 +193,9 @@ pub(super) unsafe fn span<F>(
     use super::packed_avx2::span_vnni;
     let g = groups / 2 * 2;
     match dtype {
-        DType::Q4K => span_q45k::<false, F>(x, stride, w, blocks, g / 2, emit),
-        DType::Q5K => span_q45k::<true, F>(x, stride, w, blocks, g / 2, emit),
-        DType::Q6K => q6k::span(x, stride, w, blocks, g / 2, emit),
+        DType::Q4K => span_sblocks::<Q45<false>, F>(x, stride, w, blocks, g / 2, emit),
+        DType::Q5K => span_sblocks::<Q45<true>, F>(x, stride, w, blocks, g / 2, emit),
+        DType::Q6K => span_sblocks::<q6k::Q6, F>(x, stride, w, blocks, g / 2, emit),
         _ => span_q8_0(x, stride, w, blocks, g / 2, emit),
     }
     if g < groups {
@@ -302,6 +302,40 @@ unsafe fn span_q8_0<F>(
     asm!("tilerelease", options(nostack, nomem));
 }
 
+/// A K-quant whose super-block sums accumulate inside two C tiles (C_hi, C_lo), stored once
+/// per super-block: each step's two B tiles (B_hi at 0, B_lo at 1024 of a 2 KiB buffer) are
+/// built by [`SuperBlock::build`], and [`SuperBlock::finish`] turns a stored super-block's sums
+/// into each row's float step. [`span_sblocks`] runs the tiles for every such format.
+pub(super) trait SuperBlock {
+    /// The format in [`super::packed_avx2`]'s kernel numbering (its group-block layout).
+    const KIND: u8;
+    /// Whether B_hi holds signed bytes (`tdpbssd`) rather than unsigned ones (`tdpbsud`).
+    const SIGNED_HI: bool;
+
+    /// The B_hi and B_lo tiles of step `h` (0..4: values `64h..64h + 64`) of a super-block of
+    /// two groups at `p0`, `p1`, at `bt` and `bt + 1024`.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW must be present; `p0`/`p1` must cover a group-block, `bt` 2048 writable
+    /// bytes (64-byte aligned).
+    unsafe fn build(p0: *const u8, p1: *const u8, h: usize, bt: *mut u8);
+
+    /// Every row's float step for super-block `sb` of the two groups at `p0`, `p1`, from its
+    /// sums at `c` (C_hi rows, then C_lo rows at `64 · MAX_ROWS`).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW must be present; `c` must hold `x.len()` rows of each tile (64-byte
+    /// aligned), and each row super-block `sb`'s scale and sums.
+    unsafe fn finish(
+        x: &[QRow<'_>],
+        sb: usize,
+        p0: *const u8,
+        p1: *const u8,
+        c: *const u8,
+        acc: &mut [__m512; MAX_ROWS],
+    );
+}
+
 /// Q4_K (`FIVE` false) or Q5_K on the tiles, with each sub-block's 6-bit scale folded into the
 /// weights so that a super-block's integer sums accumulate inside the tiles: a scale is
 /// `8·hi + lo` (`hi`, `lo` < 8), and `hi·q` and `lo·q` (at most 7 · 31) are still unsigned
@@ -310,11 +344,44 @@ unsafe fn span_q8_0<F>(
 /// `8·C_hi + C_lo` is exactly the 512-bit VNNI kernel's `Σ_s sc_s·Σ q_w·q_x`. The super-block's
 /// float steps are that kernel's ([`q45k_finish`]): the same bits. (One product and one C tile
 /// store per sub-block, each scaled by a 32-bit multiply per row, measured 25% slower.)
+struct Q45<const FIVE: bool>;
+
+impl<const FIVE: bool> SuperBlock for Q45<FIVE> {
+    const KIND: u8 = if FIVE { 5 } else { 4 };
+    const SIGNED_HI: bool = false;
+
+    #[inline(always)]
+    unsafe fn build(p0: *const u8, p1: *const u8, h: usize, bt: *mut u8) {
+        build_b_q45k::<FIVE>(p0, p1, 2 * h, bt);
+    }
+
+    #[inline(always)]
+    unsafe fn finish(
+        x: &[QRow<'_>],
+        sb: usize,
+        p0: *const u8,
+        p1: *const u8,
+        c: *const u8,
+        acc: &mut [__m512; MAX_ROWS],
+    ) {
+        let (_, mnv) = q45k_scales(p0, p1);
+        let scales = (halves(p0, p1), halves(p0.add(K_DMIN), p1.add(K_DMIN)));
+        for (r, (xr, a)) in x.iter().zip(acc.iter_mut()).enumerate() {
+            let hi = _mm512_load_si512(c.add(64 * r).cast());
+            let lo = _mm512_load_si512(c.add(64 * (MAX_ROWS + r)).cast());
+            let isum = _mm512_add_epi32(_mm512_slli_epi32(hi, 3), lo);
+            q45k_finish(xr, sb, scales, &mnv, isum, a);
+        }
+    }
+}
+
+/// A [`SuperBlock`] format on the tiles: `2 · pairs` interleaved groups of `sblocks`
+/// super-blocks at `w` against the rows `x` (`stride` bytes apart).
 ///
 /// # Safety
-/// As [`span`], for `2 · pairs` groups of `sblocks` super-blocks.
+/// As [`span`], for `2 · pairs` groups of `sblocks` super-blocks of format `K`.
 #[inline(always)]
-unsafe fn span_q45k<const FIVE: bool, F>(
+unsafe fn span_sblocks<K: SuperBlock, F>(
     x: &[QRow<'_>],
     stride: usize,
     w: *const u8,
@@ -329,7 +396,7 @@ unsafe fn span_q45k<const FIVE: bool, F>(
         return;
     }
     let m = x.len();
-    let gb = layout(if FIVE { 5 } else { 4 }).0;
+    let gb = layout(K::KIND).0;
     let gbytes = sblocks * gb;
     // Tiles: 0, 1 C_hi, C_lo (m × 16 i32); 2, 3 A (m × 64 activation bytes, by parity); 4, 5
     // and 6, 7 B_hi, B_lo (16 × 64 weight bytes, by parity).
@@ -355,7 +422,7 @@ unsafe fn span_q45k<const FIVE: bool, F>(
     };
     let build = |(pair, q): (usize, usize), bt: *mut u8| {
         let (p0, p1) = at(pair, q >> 2);
-        build_b_q45k::<FIVE>(p0, p1, 2 * (q & 3), bt);
+        K::build(p0, p1, q & 3, bt);
     };
     let mut acc = [_mm512_setzero_ps(); MAX_ROWS];
     // The super-block whose sums were stored last step, and its buffer.
@@ -383,6 +450,7 @@ unsafe fn span_q45k<const FIVE: bool, F>(
                 stride,
                 bt[j % RING].0.as_ptr(),
                 j % 2,
+                K::SIGNED_HI,
             );
             if h == 3 {
                 let buf = c[stored % 2].0.as_mut_ptr();
@@ -406,15 +474,7 @@ unsafe fn span_q45k<const FIVE: bool, F>(
             if sb == 0 {
                 acc[..m].fill(_mm512_setzero_ps());
             }
-            let (_, mnv) = q45k_scales(p0, p1);
-            let scales = (halves(p0, p1), halves(p0.add(K_DMIN), p1.add(K_DMIN)));
-            let buf = c[k].0.as_ptr();
-            for (r, a) in acc[..m].iter_mut().enumerate() {
-                let hi = _mm512_load_si512(buf.add(64 * r).cast());
-                let lo = _mm512_load_si512(buf.add(64 * (MAX_ROWS + r)).cast());
-                let isum = _mm512_add_epi32(_mm512_slli_epi32(hi, 3), lo);
-                q45k_finish(x.get_unchecked(r), sb, scales, &mnv, isum, a);
-            }
+            K::finish(x, sb, p0, p1, c[k].0.as_ptr(), &mut acc);
             if sb + 1 == sblocks {
                 emit_pair(&acc[..m], 2 * pair, emit);
             }
@@ -451,22 +511,23 @@ unsafe fn build_b_q45k<const FIVE: bool>(p0: *const u8, p1: *const u8, s0: usize
     }
 }
 
-/// One step of [`span_q45k`]: the A tile (`m` rows × 64 activation bytes from `xa`, `stride`
-/// apart) times the B_hi and B_lo tiles at `bt` and `bt + 1024`, added into C_hi and C_lo
-/// (tiles 0, 1). `parity` picks the A and B tiles, so consecutive steps share none.
+/// One step of [`span_sblocks`]: the A tile (`m` rows × 64 activation bytes from `xa`,
+/// `stride` apart) times the B_hi and B_lo tiles at `bt` and `bt + 1024`, added into C_hi and
+/// C_lo (tiles 0, 1); B_hi's bytes are signed if `signed`, B_lo's unsigned. `parity` picks the
+/// A and B tiles, so consecutive steps share none.
 ///
 /// # Safety
-/// The tiles must be configured as [`span_q45k`] does; `xa` must cover the A tile's rows, `bt`
+/// The tiles must be configured as [`span_sblocks`] does; `xa` must cover the A tile's rows, `bt`
 /// 2048 bytes.
 #[inline(always)]
-unsafe fn product_pair(xa: *const i8, stride: usize, bt: *const u8, parity: usize) {
+unsafe fn product_pair(xa: *const i8, stride: usize, bt: *const u8, parity: usize, signed: bool) {
     macro_rules! step {
-        ($a:literal, $bh:literal, $bl:literal) => {
+        ($hi:literal, $a:literal, $bh:literal, $bl:literal) => {
             asm!(
                 concat!("tileloadd ", $a, ", [{xa} + {xs} * 1]"),
                 concat!("tileloadd ", $bh, ", [{bt} + {s64} * 1]"),
                 concat!("tileloadd ", $bl, ", [{bl} + {s64} * 1]"),
-                concat!("tdpbsud tmm0, ", $a, ", ", $bh),
+                concat!($hi, " tmm0, ", $a, ", ", $bh),
                 concat!("tdpbsud tmm1, ", $a, ", ", $bl),
                 xa = in(reg) xa,
                 xs = in(reg) stride,
@@ -477,10 +538,11 @@ unsafe fn product_pair(xa: *const i8, stride: usize, bt: *const u8, parity: usiz
             )
         };
     }
-    if parity == 0 {
-        step!("tmm2", "tmm4", "tmm5")
-    } else {
-        step!("tmm3", "tmm6", "tmm7")
+    match (signed, parity) {
+        (false, 0) => step!("tdpbsud", "tmm2", "tmm4", "tmm5"),
+        (false, _) => step!("tdpbsud", "tmm3", "tmm6", "tmm7"),
+        (true, 0) => step!("tdpbssd", "tmm2", "tmm4", "tmm5"),
+        (true, _) => step!("tdpbssd", "tmm3", "tmm6", "tmm7"),
     }
 }
 
