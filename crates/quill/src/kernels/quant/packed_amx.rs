@@ -304,13 +304,18 @@ unsafe fn span_q8_0<F>(
 
 /// A K-quant whose super-block sums accumulate inside two C tiles (C_hi, C_lo), stored once
 /// per super-block: each step's two B tiles (B_hi at 0, B_lo at 1024 of a 2 KiB buffer) are
-/// built by [`SuperBlock::build`], and [`SuperBlock::finish`] turns a stored super-block's sums
-/// into each row's float step. [`span_sblocks`] runs the tiles for every such format.
+/// built by [`SuperBlock::build`]; a stored super-block's integer per row is
+/// `(C_hi << HI_SHIFT) + C_lo`, and [`SuperBlock::finish`] makes it the row's float step.
+/// [`span_sblocks`] runs the tiles for every such format.
 pub(super) trait SuperBlock {
     /// The format in [`super::packed_avx2`]'s kernel numbering (its group-block layout).
     const KIND: u8;
     /// Whether B_hi holds signed bytes (`tdpbssd`) rather than unsigned ones (`tdpbsud`).
     const SIGNED_HI: bool;
+    /// The weight of C_hi's sums against C_lo's, as a left shift.
+    const HI_SHIFT: i64;
+    /// What a super-block's float steps read from its weights, once for every row.
+    type Scales;
 
     /// The B_hi and B_lo tiles of step `h` (0..4: values `64h..64h + 64`) of a super-block of
     /// two groups at `p0`, `p1`, at `bt` and `bt + 1024`.
@@ -320,20 +325,17 @@ pub(super) trait SuperBlock {
     /// bytes (64-byte aligned).
     unsafe fn build(p0: *const u8, p1: *const u8, h: usize, bt: *mut u8);
 
-    /// Every row's float step for super-block `sb` of the two groups at `p0`, `p1`, from its
-    /// sums at `c` (C_hi rows, then C_lo rows at `64 · MAX_ROWS`).
+    /// The float steps' inputs from the super-block of two groups at `p0`, `p1`.
     ///
     /// # Safety
-    /// AVX-512 F/BW must be present; `c` must hold `x.len()` rows of each tile (64-byte
-    /// aligned), and each row super-block `sb`'s scale and sums.
-    unsafe fn finish(
-        x: &[QRow<'_>],
-        sb: usize,
-        p0: *const u8,
-        p1: *const u8,
-        c: *const u8,
-        acc: &mut [__m512; MAX_ROWS],
-    );
+    /// AVX-512 F/BW must be present; `p0`/`p1` must cover a group-block.
+    unsafe fn scales(p0: *const u8, p1: *const u8) -> Self::Scales;
+
+    /// Row `x`'s float step for super-block `sb` from its exact integer `isum` per lane.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW must be present; `x` must have super-block `sb`'s scale and sums.
+    unsafe fn finish(x: &QRow<'_>, sb: usize, s: &Self::Scales, isum: __m512i, acc: &mut __m512);
 }
 
 /// Q4_K (`FIVE` false) or Q5_K on the tiles, with each sub-block's 6-bit scale folded into the
@@ -349,6 +351,8 @@ struct Q45<const FIVE: bool>;
 impl<const FIVE: bool> SuperBlock for Q45<FIVE> {
     const KIND: u8 = if FIVE { 5 } else { 4 };
     const SIGNED_HI: bool = false;
+    const HI_SHIFT: i64 = 3;
+    type Scales = ((__m512, __m512), [__m512i; 4]);
 
     #[inline(always)]
     unsafe fn build(p0: *const u8, p1: *const u8, h: usize, bt: *mut u8) {
@@ -356,22 +360,17 @@ impl<const FIVE: bool> SuperBlock for Q45<FIVE> {
     }
 
     #[inline(always)]
-    unsafe fn finish(
-        x: &[QRow<'_>],
-        sb: usize,
-        p0: *const u8,
-        p1: *const u8,
-        c: *const u8,
-        acc: &mut [__m512; MAX_ROWS],
-    ) {
+    unsafe fn scales(p0: *const u8, p1: *const u8) -> Self::Scales {
         let (_, mnv) = q45k_scales(p0, p1);
-        let scales = (halves(p0, p1), halves(p0.add(K_DMIN), p1.add(K_DMIN)));
-        for (r, (xr, a)) in x.iter().zip(acc.iter_mut()).enumerate() {
-            let hi = _mm512_load_si512(c.add(64 * r).cast());
-            let lo = _mm512_load_si512(c.add(64 * (MAX_ROWS + r)).cast());
-            let isum = _mm512_add_epi32(_mm512_slli_epi32(hi, 3), lo);
-            q45k_finish(xr, sb, scales, &mnv, isum, a);
-        }
+        (
+            (halves(p0, p1), halves(p0.add(K_DMIN), p1.add(K_DMIN))),
+            mnv,
+        )
+    }
+
+    #[inline(always)]
+    unsafe fn finish(x: &QRow<'_>, sb: usize, s: &Self::Scales, isum: __m512i, acc: &mut __m512) {
+        q45k_finish(x, sb, s.0, &s.1, isum, acc);
     }
 }
 
@@ -397,6 +396,7 @@ unsafe fn span_sblocks<K: SuperBlock, F>(
     }
     let m = x.len();
     let gb = layout(K::KIND).0;
+    let shift = _mm_set_epi64x(0, K::HI_SHIFT);
     let gbytes = sblocks * gb;
     // Tiles: 0, 1 C_hi, C_lo (m × 16 i32); 2, 3 A (m × 64 activation bytes, by parity); 4, 5
     // and 6, 7 B_hi, B_lo (16 × 64 weight bytes, by parity).
@@ -474,7 +474,14 @@ unsafe fn span_sblocks<K: SuperBlock, F>(
             if sb == 0 {
                 acc[..m].fill(_mm512_setzero_ps());
             }
-            K::finish(x, sb, p0, p1, c[k].0.as_ptr(), &mut acc);
+            let scales = K::scales(p0, p1);
+            let buf = c[k].0.as_ptr();
+            for (r, (xr, a)) in x.iter().zip(acc.iter_mut()).enumerate() {
+                let hi = _mm512_load_si512(buf.add(64 * r).cast());
+                let lo = _mm512_load_si512(buf.add(64 * (MAX_ROWS + r)).cast());
+                let isum = _mm512_add_epi32(_mm512_sll_epi32(hi, shift), lo);
+                K::finish(xr, sb, &scales, isum, a);
+            }
             if sb + 1 == sblocks {
                 emit_pair(&acc[..m], 2 * pair, emit);
             }

@@ -18,7 +18,6 @@
 use std::arch::x86_64::*;
 
 use super::super::act::QRow;
-use super::super::packed_avx2::MAX_ROWS;
 use super::super::packed_avx512::{halves, q6k_finish, q6k_scale, q6k_weights};
 use super::SuperBlock;
 
@@ -28,6 +27,8 @@ pub(super) struct Q6;
 impl SuperBlock for Q6 {
     const KIND: u8 = 3;
     const SIGNED_HI: bool = true;
+    const HI_SHIFT: i64 = 8;
+    type Scales = __m512;
 
     #[inline(always)]
     unsafe fn build(p0: *const u8, p1: *const u8, h: usize, bt: *mut u8) {
@@ -35,26 +36,13 @@ impl SuperBlock for Q6 {
     }
 
     #[inline(always)]
-    unsafe fn finish(
-        x: &[QRow<'_>],
-        sb: usize,
-        p0: *const u8,
-        p1: *const u8,
-        c: *const u8,
-        acc: &mut [__m512; MAX_ROWS],
-    ) {
-        let dw = halves(p0, p1);
-        for (r, (xr, a)) in x.iter().zip(acc.iter_mut()).enumerate() {
-            let hi = _mm512_load_si512(c.add(64 * r).cast());
-            let lo = _mm512_load_si512(c.add(64 * (MAX_ROWS + r)).cast());
-            q6k_finish(
-                xr,
-                sb,
-                dw,
-                _mm512_add_epi32(_mm512_slli_epi32(hi, 8), lo),
-                a,
-            );
-        }
+    unsafe fn scales(p0: *const u8, p1: *const u8) -> Self::Scales {
+        halves(p0, p1)
+    }
+
+    #[inline(always)]
+    unsafe fn finish(x: &QRow<'_>, sb: usize, dw: &__m512, isum: __m512i, acc: &mut __m512) {
+        q6k_finish(x, sb, *dw, isum, acc);
     }
 }
 
