@@ -82,13 +82,15 @@ impl<'a> Batch<'a> {
             work.push((s, row));
         }
         // Sequences sample independently (each its own sampler, RNG and row), so a batch
-        // samples on the pool; the first error in sequence order is the one reported.
+        // samples on the pool (a kernels team region: its helpers are the ones awake after the
+        // forward pass); the first error in sequence order is the one reported.
         if work.len() > 1 && rayon::current_num_threads() > 1 {
-            use rayon::prelude::*;
-            let results: Vec<Result<()>> = work
-                .par_iter_mut()
-                .map(|(s, row)| s.sample_from(row))
-                .collect();
+            let mut results: Vec<Result<()>> = work.iter().map(|_| Ok(())).collect();
+            let n = work.len();
+            crate::kernels::team::run_chunks(&mut work, 1, &mut results, 1, n, |_, w, r| {
+                let (s, row) = &mut w[0];
+                r[0] = s.sample_from(row);
+            });
             results.into_iter().collect::<Result<()>>()?;
         } else {
             for (s, row) in &mut work {

@@ -7,11 +7,12 @@
 
 mod activation;
 mod attention;
+mod crew;
 mod matmul;
 pub(crate) mod panel;
 pub mod quant;
 mod simd;
-mod team;
+pub(crate) mod team;
 mod tile;
 mod weights;
 
@@ -82,18 +83,20 @@ pub fn norm_in_place(x: &mut [f32], norm: RowNorm<'_>) {
     for_rows(x, norm.width(), |_, row| norm.row(row));
 }
 
-/// Calls `f(i, row i)` for every whole row of `x` [rows, n]: on the pool when there are enough
-/// rows.
+/// Calls `f(i, row i)` for every whole row of `x` [rows, n]: on the pool (a [`team`] region)
+/// when there are enough rows.
 fn for_rows(x: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    use rayon::prelude::*;
     if n == 0 {
         return;
     }
-    if x.len() >= PARALLEL_NORM_ROWS * n && rayon::current_num_threads() > 1 {
-        x.par_chunks_exact_mut(n)
-            .enumerate()
-            .with_min_len(PARALLEL_NORM_ROWS / 2)
-            .for_each(|(i, row)| f(i, row));
+    let rows = x.len() / n;
+    if rows >= PARALLEL_NORM_ROWS && rayon::current_num_threads() > 1 {
+        let per = PARALLEL_NORM_ROWS / 2;
+        team::for_chunks(&mut x[..rows * n], per * n, |t, chunk| {
+            for (i, row) in chunk.chunks_exact_mut(n).enumerate() {
+                f(t * per + i, row);
+            }
+        });
     } else {
         x.chunks_exact_mut(n)
             .enumerate()

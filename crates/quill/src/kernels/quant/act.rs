@@ -105,16 +105,16 @@ impl QActs {
 /// Rows of this many values or more are quantized on the thread pool.
 const PARALLEL_MIN: usize = 1 << 14;
 
-/// Every `block` values of `x` into `q` with one scale in `d`: on the pool when there are many,
-/// with AVX2 where present (the same values either way).
+/// Every `block` values of `x` into `q` with one scale in `d`: on the pool when there are many
+/// (as a [`team`](crate::kernels::team) region, whose helpers are awake between the kernels'
+/// regions), with AVX2 where present (the same values either way).
 fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], block: usize) {
-    use rayon::prelude::*;
     let per_task = (PARALLEL_MIN / block).max(1);
     if x.len() >= 2 * PARALLEL_MIN && rayon::current_num_threads() > 1 {
-        x.par_chunks(per_task * block)
-            .zip(q.par_chunks_mut(per_task * block))
-            .zip(d.par_chunks_mut(per_task))
-            .for_each(|((x, q), d)| quantize_serial(x, q, d, block));
+        let tasks = d.len().div_ceil(per_task);
+        crate::kernels::team::run_chunks(q, per_task * block, d, per_task, tasks, |i, q, d| {
+            quantize_serial(&x[i * per_task * block..][..q.len()], q, d, block)
+        });
     } else {
         quantize_serial(x, q, d, block);
     }
