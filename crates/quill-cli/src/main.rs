@@ -119,10 +119,10 @@ fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     // The command runs on a worker of the pool (rayon::scope from outside the pool runs its body
-    // there), so the kernels' parallel regions split work from inside the pool. Called from the
-    // main thread, each region would be injected into the pool with the main thread asleep
-    // until it ends: a futex sleep and wake per region, several regions per layer (GPT-2
-    // q4_0 decode, batch 1: 403-413 -> 446-460 tokens/s, alternated runs).
+    // there). Before the kernels had their own helper threads (`kernels::crew`), their parallel
+    // regions went to rayon, and called from the main thread each was injected into the pool
+    // with the main thread asleep until it ended (GPT-2 q4_0 decode, batch 1: 403-413 -> 446-460
+    // tokens/s on a worker, alternated runs); regions that find the helpers busy still do.
     let command = cli.command;
     let result = rayon::scope(move |_| match command {
         Command::Bench(a) => bench_cmd::run(a),

@@ -97,13 +97,10 @@ pub(super) fn run(team: usize, work: &(dyn Fn(usize) + Sync)) -> bool {
     c.epoch.fetch_add(1, SeqCst);
     // A helper counts itself in `sleeping` before its last look at `epoch` and parking, so
     // either it sees the new epoch or this sees it sleeping (both sequentially consistent).
+    // (Only the helpers this region is for: others, left from a larger pool, stay parked.)
     if c.sleeping.load(SeqCst) > 0 {
-        for t in c
-            .threads
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+        let threads = c.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        for t in threads.iter().take(team - 1) {
             t.unpark();
         }
     }
@@ -133,8 +130,11 @@ impl Crew {
 
     /// Helper `k`'s life: wait for a region, join it, leave it.
     fn serve(&self, k: usize, mut seen: u64) {
+        // Idle time counts from the last region this helper joined: regions for fewer threads
+        // (a smaller pool's) do not keep it awake.
+        let mut worked = Instant::now();
         loop {
-            seen = self.wait(seen);
+            seen = self.wait(seen, worked);
             self.active.fetch_add(1, SeqCst);
             let p = self.region.load(SeqCst);
             if !p.is_null() {
@@ -145,6 +145,7 @@ impl Crew {
                     // `work` catches its tasks' panics; this keeps a helper alive (and counted
                     // out of `active`) should anything else unwind.
                     let _ = catch_unwind(AssertUnwindSafe(|| (r.work)(k)));
+                    worked = Instant::now();
                 }
             }
             self.active.fetch_sub(1, SeqCst);
@@ -152,9 +153,8 @@ impl Crew {
     }
 
     /// Waits until `epoch` differs from `seen` and returns it: spinning, then yielding, then
-    /// parked.
-    fn wait(&self, seen: u64) -> u64 {
-        let start = Instant::now();
+    /// parked, by the time since `start`.
+    fn wait(&self, seen: u64, start: Instant) -> u64 {
         let mut spins = 0u32;
         loop {
             let e = self.epoch.load(SeqCst);

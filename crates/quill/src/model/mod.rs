@@ -200,9 +200,10 @@ impl Model {
                 self.in_passes(seqs, scratch, want, logits)
             }
         };
-        // Run the whole pass on a worker of the kernels' thread pool: each matmul's first chunk
-        // then starts on this thread at once and only the other workers are woken, instead of
-        // every one of a token's ~50 products being handed from an outside thread to the pool.
+        // Run the whole pass on a worker of rayon's pool. The kernels' regions run on their
+        // own helper threads (`kernels::crew`) from any thread; but when the crew is busy with
+        // another pass, a region falls back to rayon's workers, and from inside the pool it
+        // then starts on this thread at once instead of being handed from an outside thread.
         if rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1 {
             rayon::scope(|_| go(seqs, scratch, logits));
         } else {
