@@ -49,8 +49,8 @@ impl Share {
 }
 
 /// Runs `f(0..n)`, each index once, on as many threads as the current rayon pool has (on the
-/// calling thread alone when the pool has one thread or `n` < 2). Returns when every call has returned; a panic in
-/// a task is re-raised here, after the other tasks end.
+/// calling thread alone when the pool has one thread or `n` < 2). Returns when every call has
+/// returned; a panic in a task is re-raised here, after the other tasks end.
 ///
 /// Each thread starts on a contiguous share of the tasks (the caller the first), so a thread
 /// streams consecutive weight rows as one run, as the hardware prefetchers like: taking tasks
